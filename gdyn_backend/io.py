@@ -1,0 +1,296 @@
+"""Reading and writing images, displacement maps and videos; atomic outputs.
+
+Images in memory are float32 [H, W, 3] RGB in 0..1 (sRGB-encoded values as
+stored in the file) plus an optional float32 [H, W] alpha. Displacement maps
+are float32 [2, H, W] in pixels (x, y), stored as EXR with R = x, G = y,
+B = 0. Every writer here produces a whole file or none.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import cv2
+import numpy as np
+
+from gdyn_backend.errors import UserError
+
+MAX_IMAGE_PIXELS = 1 << 28  # about 16k x 16k; larger stills are refused
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp", ".exr"}
+
+
+@dataclass
+class Still:
+    """A decoded input photo.
+
+    rgb:   float32 [H, W, 3], 0..1.
+    alpha: float32 [H, W] 0..1, or None when the file has no alpha.
+    bit_depth: 8 or 16, the depth of the file (EXR reports 16).
+    """
+
+    rgb: np.ndarray
+    alpha: np.ndarray | None
+    bit_depth: int
+
+    @property
+    def height(self) -> int:
+        return self.rgb.shape[0]
+
+    @property
+    def width(self) -> int:
+        return self.rgb.shape[1]
+
+
+def read_image(path) -> Still:
+    """Decode a still; grayscale becomes RGB, 16-bit keeps its precision."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"image not found: {path}")
+    if path.stat().st_size == 0:
+        raise UserError(f"image file is empty: {path}")
+    try:
+        data = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    except cv2.error as exc:
+        raise UserError(f"cannot decode image {path}: {str(exc).splitlines()[-1].strip()}") from None
+    if data is None:
+        raise UserError(f"cannot decode image {path}: not an image OpenCV can read, "
+                        "or larger than the 268 megapixel limit")
+    if data.size == 0 or min(data.shape[:2]) < 1:
+        raise UserError(f"image has zero size: {path}")
+    if data.shape[0] * data.shape[1] > MAX_IMAGE_PIXELS:
+        raise UserError(f"image too large: {data.shape[1]}x{data.shape[0]} pixels "
+                        f"(limit {MAX_IMAGE_PIXELS} pixels); downscale it first")
+    if data.dtype == np.uint8:
+        depth, values = 8, data.astype(np.float32) / 255.0
+    elif data.dtype == np.uint16:
+        depth, values = 16, data.astype(np.float32) / 65535.0
+    else:
+        depth, values = 16, np.clip(np.nan_to_num(data.astype(np.float32)), 0.0, 1.0)
+    if values.ndim == 2:
+        values = values[:, :, None]
+    channels = values.shape[2]
+    alpha = None
+    if channels in (2, 4):
+        alpha = np.ascontiguousarray(values[:, :, -1])
+        values = values[:, :, :-1]
+    if values.shape[2] == 1:
+        rgb = np.repeat(values, 3, axis=2)
+    else:
+        rgb = values[:, :, ::-1]  # OpenCV's BGR to RGB
+    return Still(np.ascontiguousarray(rgb, np.float32), alpha, depth)
+
+
+def _temporary_sibling(path: Path) -> Path:
+    return path.with_name(f".{path.stem}.partial-{os.getpid()}{path.suffix}")
+
+
+def _imwrite_atomic(path: Path, data: np.ndarray) -> None:
+    tmp = _temporary_sibling(path)
+    try:
+        if not cv2.imwrite(str(tmp), data):
+            raise UserError(f"could not write {path}")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_png(path, rgb: np.ndarray, alpha: np.ndarray | None = None, bit_depth: int = 8) -> None:
+    """Write float RGB [H, W, 3] in 0..1 (+ alpha [H, W]) as 8- or 16-bit PNG."""
+    values = rgb[:, :, ::-1]
+    if alpha is not None:
+        values = np.concatenate([values, alpha[:, :, None]], axis=2)
+    top = 255.0 if bit_depth == 8 else 65535.0
+    dtype = np.uint8 if bit_depth == 8 else np.uint16
+    _imwrite_atomic(Path(path), (np.clip(values, 0.0, 1.0) * top + 0.5).astype(dtype))
+
+
+def write_displacement_exr(path, displacement: np.ndarray) -> None:
+    """Write a forward displacement [2, H, W] (pixels) as float EXR: R = x, G = y, B = 0."""
+    _, h, w = displacement.shape
+    bgr = np.zeros((h, w, 3), np.float32)
+    bgr[:, :, 2] = displacement[0]
+    bgr[:, :, 1] = displacement[1]
+    _imwrite_atomic(Path(path), bgr)
+
+
+def read_displacement_exr(path) -> np.ndarray:
+    """Read a map written by `write_displacement_exr`, float32 [2, H, W] in pixels."""
+    data = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    if data is None:
+        raise UserError(f"cannot read displacement map {path}")
+    return np.stack([data[:, :, 2], data[:, :, 1]]).astype(np.float32)
+
+
+def read_mask(path, width: int, height: int) -> np.ndarray:
+    """A user mask as float32 [height, width] in 0..1 (white moves, black pinned).
+
+    A mask of another size is resampled to the still's size (bilinear) when
+    its aspect ratio matches within 1 %; otherwise it is refused.
+    """
+    still = read_image(path)
+    mask = still.rgb.mean(axis=2)
+    if still.alpha is not None:
+        mask = mask * still.alpha
+    h, w = mask.shape
+    if (h, w) != (height, width):
+        if abs(w / h - width / height) > 0.01 * (width / height):
+            raise UserError(f"mask {path} is {w}x{h} but the image is {width}x{height}; "
+                            "the aspect ratios differ, so it cannot be resized to fit")
+        mask = cv2.resize(mask, (width, height), interpolation=cv2.INTER_LINEAR)
+    return np.clip(mask, 0.0, 1.0).astype(np.float32)
+
+
+# ---------------------------------------------------------------------------
+# Output folders
+
+
+@contextmanager
+def atomic_output_dir(outdir) -> Iterator[Path]:
+    """Yield a temporary folder that becomes `outdir` only if the block succeeds.
+
+    An existing `outdir` is replaced only when it is empty or a previous gdyn
+    output (it has a `motion.safetensors`); anything else is refused so a
+    typo never deletes the user's files. On error or cancel nothing is left.
+    """
+    outdir = Path(outdir)
+    if outdir.exists() and not outdir.is_dir():
+        raise UserError(f"output {outdir} exists and is not a folder")
+    if outdir.is_dir() and any(outdir.iterdir()) and not (outdir / "motion.safetensors").exists():
+        raise UserError(f"output folder {outdir} is not empty and is not a gdyn output; "
+                        "choose a new folder")
+    outdir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = outdir.with_name(f".{outdir.name}.partial-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    try:
+        yield tmp
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    old = outdir.with_name(f".{outdir.name}.old-{os.getpid()}")
+    if outdir.exists():
+        os.replace(outdir, old)
+    os.replace(tmp, outdir)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+# ---------------------------------------------------------------------------
+# Videos
+
+
+@dataclass
+class VideoInfo:
+    fps: float
+    width: int
+    height: int
+
+
+def _image_sequence(path: Path) -> list[Path]:
+    files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise UserError(f"folder {path} holds no images to read as a video")
+    return files
+
+
+def open_video(path, fps_for_sequences: float = 30.0) -> tuple[VideoInfo, Iterator[np.ndarray]]:
+    """Open a video file or a folder of images.
+
+    Returns the clip's info and an iterator of frames, float32 [H, W, 3] RGB
+    in 0..1, read one at a time (memory does not grow with clip length). A
+    folder of images plays at `fps_for_sequences`. Raises UserError for a
+    missing, unreadable or empty clip; a clip whose frames stop early yields
+    the frames it has.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise UserError(f"video not found: {path}")
+    if path.is_dir():
+        files = _image_sequence(path)
+        first = read_image(files[0])
+        info = VideoInfo(float(fps_for_sequences), first.width, first.height)
+
+        def frames() -> Iterator[np.ndarray]:
+            for f in files:
+                still = read_image(f)
+                if (still.width, still.height) != (info.width, info.height):
+                    raise UserError(f"{f} is {still.width}x{still.height}, the sequence is "
+                                    f"{info.width}x{info.height}")
+                yield still.rgb
+
+        return info, frames()
+
+    import imageio.v2 as imageio
+
+    if path.stat().st_size == 0:
+        raise UserError(f"video file is empty: {path}")
+    try:
+        reader = imageio.get_reader(str(path), "ffmpeg")
+        meta = reader.get_meta_data()
+    except Exception as exc:  # imageio raises OSError/RuntimeError/IndexError by backend
+        raise UserError(f"cannot read video {path}: {str(exc).strip().splitlines()[0]}") from None
+    width, height = meta.get("size", (0, 0))
+    fps = float(meta.get("fps") or 0.0)
+    if width <= 0 or height <= 0:
+        reader.close()
+        raise UserError(f"video {path} has zero-size frames")
+    if not fps > 0:
+        reader.close()
+        raise UserError(f"video {path} reports no frame rate")
+
+    def frames() -> Iterator[np.ndarray]:
+        try:
+            for frame in reader:
+                if frame.size == 0:
+                    raise UserError(f"video {path} has a zero-size frame")
+                yield frame[:, :, :3].astype(np.float32) / 255.0
+        except (OSError, RuntimeError):
+            return  # truncated stream: the caller sees fewer frames
+        finally:
+            reader.close()
+
+    return VideoInfo(fps, int(width), int(height)), frames()
+
+
+class VideoWriter:
+    """Streams float RGB frames [H, W, 3] in 0..1 to an MP4 (H.264) or GIF.
+
+    The file appears under its name only after `close()` succeeds.
+    """
+
+    def __init__(self, path, fps: float):
+        import imageio.v2 as imageio
+
+        self.path = Path(path)
+        suffix = self.path.suffix.lower()
+        if suffix not in (".mp4", ".gif"):
+            raise UserError(f"video output must end in .mp4 or .gif, got {self.path.name}")
+        self._tmp = _temporary_sibling(self.path)
+        if suffix == ".mp4":
+            self._writer = imageio.get_writer(str(self._tmp), format="ffmpeg", fps=fps,
+                                              codec="libx264", quality=8, macro_block_size=2,
+                                              pixelformat="yuv420p")
+        else:
+            self._writer = imageio.get_writer(str(self._tmp), format="GIF", mode="I",
+                                              duration=1000.0 / fps, loop=0)
+
+    def append(self, rgb: np.ndarray) -> None:
+        frame = (np.clip(rgb, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+        h, w = frame.shape[:2]
+        if self.path.suffix.lower() == ".mp4" and (h % 2 or w % 2):
+            frame = np.pad(frame, ((0, h % 2), (0, w % 2), (0, 0)), mode="edge")
+        self._writer.append_data(frame)
+
+    def close(self) -> None:
+        self._writer.close()
+        os.replace(self._tmp, self.path)
+
+    def abort(self) -> None:
+        try:
+            self._writer.close()
+        finally:
+            self._tmp.unlink(missing_ok=True)
