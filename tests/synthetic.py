@@ -126,3 +126,75 @@ def write_mp4(frames: np.ndarray, path: Path, fps: float) -> Path:
         for f in frames:
             w.append_data((np.clip(f, 0, 1) * 255 + 0.5).astype(np.uint8))
     return path
+
+
+@dataclass
+class OcclusionScene:
+    """A foreground layer moving over a static background, with exact frames.
+
+    background: float32 [H, W, 3], static, fully known (also where the still
+                hides it, so exact frames show what a disocclusion reveals).
+    foreground: float32 [H, W, 3] and fg_alpha [H, W] 0..1, the layer at t = 0.
+    field:      float32 [2, H, W], smooth forward displacement of the layer at
+                time 1 (pixels); frame t moves the layer by t * field.
+    """
+
+    background: np.ndarray
+    foreground: np.ndarray
+    fg_alpha: np.ndarray
+    field: np.ndarray
+
+    @property
+    def still(self) -> np.ndarray:
+        a = self.fg_alpha[..., None]
+        return (a * self.foreground + (1 - a) * self.background).astype(np.float32)
+
+    def still_displacement(self, t: float) -> np.ndarray:
+        """Forward displacement of the still's pixels [2, H, W]: layer motion inside it, 0 outside."""
+        return (t * self.field * (self.fg_alpha > 0.5)[None]).astype(np.float32)
+
+    def exact_frame(self, t: float) -> np.ndarray:
+        """Ground truth [H, W, 3]: the moved layer composited over the full background."""
+        d = (t * self.field).astype(np.float32)
+        fg = warp_forward(self.foreground, d)
+        a = warp_forward(self.fg_alpha[..., None].repeat(3, axis=2), d)[..., :1]
+        return (a * fg + (1 - a) * self.background).astype(np.float32)
+
+    def weights(self) -> np.ndarray:
+        """Renderer weights W = mean |F| for a motion swinging between 0 and `field`, [H, W]."""
+        return (0.5 * np.sqrt((self.still_displacement(1.0) ** 2).sum(axis=0))).astype(np.float32)
+
+
+def occlusion_scene(background: np.ndarray, foreground: np.ndarray, amplitude_px: float = 12.0,
+                    seed: int = 0) -> OcclusionScene:
+    """Blobs cut from `foreground` moving by a smooth field over `background` (both [H, W, 3])."""
+    h, w = background.shape[:2]
+    rng = np.random.default_rng(seed)
+    alpha = np.zeros((h, w), np.float32)
+    for _ in range(4):
+        cx, cy = rng.uniform(0.2, 0.8) * w, rng.uniform(0.25, 0.75) * h
+        rx, ry = rng.uniform(0.08, 0.16) * w, rng.uniform(0.12, 0.25) * h
+        cv2.ellipse(alpha, (int(cx), int(cy)), (int(rx), int(ry)), float(rng.uniform(0, 180)),
+                    0, 360, 1.0, -1, cv2.LINE_AA)
+    angle = rng.uniform(0, 2 * np.pi)
+    env = smooth_envelope(w, h, seed, floor=0.5)
+    field = np.stack([np.cos(angle) * env, np.sin(angle) * env]) * amplitude_px
+    return OcclusionScene(background.astype(np.float32), foreground.astype(np.float32),
+                          alpha, field.astype(np.float32))
+
+
+def psnr(image: np.ndarray, reference: np.ndarray) -> float:
+    """Peak signal-to-noise ratio in dB of images in 0..1."""
+    mse = float(np.mean((np.asarray(image, np.float64) - reference) ** 2))
+    return float("inf") if mse == 0 else 10.0 * np.log10(1.0 / mse)
+
+
+def ssim(image: np.ndarray, reference: np.ndarray) -> float:
+    """Mean SSIM (Wang et al. 2004; Gaussian window sigma 1.5) of images in 0..1, over channels."""
+    x, y = np.asarray(image, np.float64), np.asarray(reference, np.float64)
+    c1, c2 = 0.01 ** 2, 0.03 ** 2
+    blur = lambda a: cv2.GaussianBlur(a, (11, 11), 1.5)  # noqa: E731
+    mx, my = blur(x), blur(y)
+    sxx, syy, sxy = blur(x * x) - mx * mx, blur(y * y) - my * my, blur(x * y) - mx * my
+    s = ((2 * mx * my + c1) * (2 * sxy + c2)) / ((mx * mx + my * my + c1) * (sxx + syy + c2))
+    return float(s.mean())

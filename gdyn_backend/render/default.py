@@ -1,0 +1,103 @@
+"""The default renderer: motion-weighted softmax splatting + push-pull hole fill.
+
+Needs no trained weights (DESIGN.md, "Renderer"). For each frame:
+
+1. importance Z(p) = sharpness * W(p) / W_ref, with W(p) = mean_t |F_t(p)|
+   (`spectral.mean_displacement_magnitude`, paper §5) and W_ref its 99th
+   percentile, so the most-moving pixels get Z ~ sharpness and static
+   background Z = 0: where a moving petal lands on the wall behind it, the
+   petal wins by a factor exp(sharpness);
+2. RGB (and alpha) are forward-warped by the frame's displacement with
+   `splat.softmax_splat`;
+3. disocclusion holes (coverage ~ 0) are filled by `holes.push_pull_fill`,
+   fed preferentially by low-importance (background) pixels, because what a
+   moving object uncovers is what was behind it.
+
+The still, its importance and the fill weights are prepared once and reused
+while the caller passes the same arrays for every frame.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from gdyn_backend.render.holes import confidence_from_coverage, push_pull_fill
+from gdyn_backend.render.splat import softmax_splat
+
+
+def importance_from_weights(weights: np.ndarray, sharpness: float) -> np.ndarray:
+    """Softmax logits Z [H, W] from motion weights W [H, W] in pixels.
+
+    Z = sharpness * W / W_ref, W_ref = 99th percentile of W (at least
+    0.05 px, so a still image with no motion gets Z ~ 0 everywhere).
+    """
+    weights = np.asarray(weights, np.float32)
+    reference = max(float(np.percentile(weights, 99.0)), 0.05)
+    return (np.float32(sharpness / reference) * weights).astype(np.float32)
+
+
+class DefaultRenderer:
+    """Forward-warps a still by displacement fields; see the module docstring.
+
+    sharpness:       Z of the fastest-moving pixels (static ones get 0).
+    background_bias: how strongly hole filling prefers background: a pixel
+                     feeds the fill with weight exp(-background_bias * Z / sharpness).
+    device:          torch device ("cpu", "cuda", ...); default CUDA when present.
+    """
+
+    def __init__(self, sharpness: float = 5.0, background_bias: float = 10.0,
+                 device: str | torch.device | None = None):
+        self.sharpness = float(sharpness)
+        self.background_bias = float(background_bias)
+        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self._inputs: tuple = ()
+        self._source = self._importance = None
+        self._has_alpha = False
+
+    def _prepare(self, rgb: np.ndarray, alpha: np.ndarray | None, weights: np.ndarray) -> None:
+        if len(self._inputs) == 3 and all(a is b for a, b in zip(self._inputs, (rgb, alpha, weights))):
+            return  # the same arrays as the last frame (held here, so ids stay unique)
+        h, w = rgb.shape[:2]
+        if weights.shape != (h, w):
+            raise ValueError(f"weights {weights.shape} must match the image {(h, w)}")
+        z = importance_from_weights(weights, self.sharpness)
+        # Channels: RGB, alpha (if any), Z/sharpness (to know what landed where).
+        planes = [np.moveaxis(rgb, 2, 0)]
+        if alpha is not None:
+            planes.append(alpha[None])
+        planes.append(z[None] / np.float32(max(self.sharpness, 1e-6)))
+        source = np.concatenate(planes, axis=0).astype(np.float32)
+        self._source = torch.from_numpy(source).to(self.device)[None]
+        self._importance = torch.from_numpy(z).to(self.device)[None, None]
+        self._has_alpha = alpha is not None
+        self._inputs = (rgb, alpha, weights)
+
+    @torch.no_grad()
+    def render_tensor(self, displacement: torch.Tensor) -> torch.Tensor:
+        """Render the prepared still: displacement [1, 2, H, W] pixels -> [1, C, H, W].
+
+        C is 3 (RGB) or 4 (RGBA), float32 0..1 on the renderer's device.
+        """
+        warped, coverage = softmax_splat(self._source, displacement, self._importance)
+        confidence = confidence_from_coverage(coverage)
+        background = torch.exp(-self.background_bias * warped[:, -1:].clamp_min(0.0))
+        filled = push_pull_fill(warped[:, :-1], confidence, background)
+        return filled.clamp(0.0, 1.0)
+
+    def render(self, rgb: np.ndarray, alpha: np.ndarray | None, displacement: np.ndarray,
+               weights: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """One frame.
+
+        rgb:          float32 [H, W, 3] in 0..1, the still.
+        alpha:        float32 [H, W] in 0..1, or None.
+        displacement: float32 [2, H, W], forward, pixels of this resolution.
+        weights:      float32 [H, W], W(p) = mean_t |F_t(p)| in pixels of this
+                      resolution.
+        Returns (rgb [H, W, 3], alpha [H, W] or None), float32 0..1.
+        """
+        self._prepare(rgb, alpha, weights)
+        flow = torch.from_numpy(np.ascontiguousarray(displacement, np.float32)).to(self.device)[None]
+        out = self.render_tensor(flow)[0].cpu().numpy()
+        rgb_out = np.ascontiguousarray(np.moveaxis(out[:3], 0, 2))
+        return rgb_out, (np.ascontiguousarray(out[3]) if self._has_alpha else None)
