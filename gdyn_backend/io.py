@@ -232,7 +232,10 @@ def open_video(path, fps_for_sequences: float = 30.0) -> tuple[VideoInfo, Iterat
         reader = imageio.get_reader(str(path), "ffmpeg")
         meta = reader.get_meta_data()
     except Exception as exc:  # imageio raises OSError/RuntimeError/IndexError by backend
-        raise UserError(f"cannot read video {path}: {str(exc).strip().splitlines()[0]}") from None
+        lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+        reason = lines[-1].split(": ")[-1] if lines else type(exc).__name__  # ffmpeg's last word
+        raise UserError(f"cannot read video {path}: {reason}; the file is damaged, truncated "
+                        "or not a video") from None
     width, height = meta.get("size", (0, 0))
     fps = float(meta.get("fps") or 0.0)
     if width <= 0 or height <= 0:
