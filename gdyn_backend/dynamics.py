@@ -1,0 +1,475 @@
+"""Interactive dynamics: a spectral volume read as an image-space modal basis.
+
+Paper §6.3 after Davis et al. (2015, 2016). Every band k of a
+`spectral.SpectralVolume` with f_k > 0 is a mode with
+
+    shape      A_k(p) in C^2     complex [2, H, W] (x, y), pixels of the motion resolution
+    frequency  w_k = 2 pi f_k    rad/s (f_k = `volume.frequencies_hz[k]`, Hz)
+    damping    xi                dimensionless ratio (one for all modes)
+    mass       1
+
+and a complex modal coordinate q_k(t) (dimensionless) obeying
+
+    q_k'' + 2 xi w_k q_k' + w_k^2 q_k = f_k(t)                       (1/s^2)
+
+The image-space response, a forward displacement like a motion texture, is
+
+    u_t(p) = Re( sum_k A_k(p) q_k(t) )                              [2, H, W] pixels
+
+Forces. A force F (a real 2-vector) at pixel p does virtual work
+F . Re(A_k(p) dq_k), so its complex modal force is f_k = A_k(p)^H F
+(conjugate of the mode shape, as in Davis' interactive dynamic video).
+Mode shapes are averaged over a Gaussian footprint around p (sigma
+`footprint_px`) for this projection so one noisy pixel does not dominate.
+
+Band 0 (0 Hz, the mean displacement over the source window) is not an
+oscillator: under a force it would be a free mass that drifts away forever.
+It is left out of the dynamics; the simulated scene rests at the input still
+(u = 0), which is also what the anchored motion textures of `animate` do.
+
+Units of a poke. A poke of strength d (pixels, a 2-vector) is an impulse
+(momentum) spread evenly over its duration. It is scaled by one constant of
+the volume, the largest footprint mobility
+
+    M_ref = max_p sum_k |A^_k(p)|^2 / w_dk          (px^2 s, w_dk = damped frequency)
+
+so that each mode receives the modal velocity v_k = A^_k(p)^H d / M_ref. Then
+the displacement along d at the poked point is bounded by |d| everywhere and
+reaches about |d| (0.9 |d| for one mode at 5 % damping) at the most mobile
+point of the image; stiffer points (smaller, higher-frequency shapes) move
+less, and pinned or static points (shapes 0) not at all.
+
+Drag. Holding pixel p at offset d puts the modes in the state of least
+elastic energy sum_k w_k^2 |q_k|^2 that moves p by d, regularized:
+
+    min_q |Re(sum_k A_k(p) q_k) - d|^2 + mu sum_k w_k^2 |q_k|^2,  mu = lambda * C_ref
+
+with C_ref = max_p sum_k |A^_k(p)|^2 / w_k^2 (px^2 s^2, the largest static
+compliance) and lambda = `regularization` (1e-3): points at least a few
+percent as compliant as the most compliant point reach the target to well
+under a pixel; a point the basis cannot move (pinned, or a direction no mode
+has) stays put. Modal velocities are 0 while held; on release the modes ring
+down freely from that state.
+
+Integrators. Each step advances one frame, dt = 1 / fps, with the force held
+constant over the step. "exact" (default) uses the exact discretization of
+each damped oscillator for piecewise-constant force (the matrix exponential
+of the 2x2 system), so the discrete state is the continuous solution sampled
+at the frames: with no input the energy sum 1/2 |q'|^2 + 1/2 w^2 |q|^2 never
+grows, at any fps and any frequency. "euler" is forward Euler as in the
+paper; its per-step energy gain factor is 1 - 2 xi w dt + (w dt)^2, which is
+above 1 whenever w dt > 2 xi (e.g. a 3 Hz mode at 30 fps with xi = 0.05).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from gdyn_backend import spectral
+from gdyn_backend.errors import UserError
+
+DEFAULT_DAMPING = 0.05
+DEFAULT_FOOTPRINT_PX = 2.0
+DEFAULT_REGULARIZATION = 1e-3
+INTEGRATORS = ("exact", "euler")
+
+
+# ---------------------------------------------------------------------------
+# The modal basis
+
+
+@dataclass(frozen=True)
+class ModalBasis:
+    """The oscillating modes of one spectral volume at its motion resolution.
+
+    shapes:        complex64 [M, 2, H, W], A_k (x, y) in pixels, times the pin mask.
+    footprint:     complex64 [M, 2, H, W], shapes averaged over a Gaussian of
+                   sigma `footprint_px` pixels (used to project forces).
+    omega:         float64 [M], natural angular frequencies w_k in rad/s.
+    bands:         int64 [M], index of each mode's band in the volume.
+    footprint_px:  Gaussian sigma of the force footprint, motion pixels.
+    """
+
+    shapes: np.ndarray
+    footprint: np.ndarray
+    omega: np.ndarray
+    bands: np.ndarray
+    footprint_px: float
+    _stacked: np.ndarray = field(repr=False)  # float32 [2M, 2*H*W]: Re A_k, Im A_k rows
+
+    @property
+    def num_modes(self) -> int:
+        return self.shapes.shape[0]
+
+    @property
+    def height(self) -> int:
+        return self.shapes.shape[2]
+
+    @property
+    def width(self) -> int:
+        return self.shapes.shape[3]
+
+    def displacement(self, q: np.ndarray) -> np.ndarray:
+        """u = Re(sum_k A_k q_k) for complex coordinates q [M], float32 [2, H, W] pixels."""
+        weights = np.empty(2 * self.num_modes, np.float32)
+        weights[0::2] = q.real
+        weights[1::2] = -q.imag  # Re(A q) = Re A Re q - Im A Im q
+        return (weights @ self._stacked).reshape(2, self.height, self.width)
+
+    def shape_at(self, x: float, y: float, smoothed: bool) -> np.ndarray:
+        """Mode shapes at a (fractional) pixel, bilinear, complex128 [M, 2]."""
+        field_ = self.footprint if smoothed else self.shapes
+        h, w = self.height, self.width
+        x = min(max(float(x), 0.0), w - 1.0)
+        y = min(max(float(y), 0.0), h - 1.0)
+        x0, y0 = min(int(x), w - 2) if w > 1 else 0, min(int(y), h - 2) if h > 1 else 0
+        fx, fy = x - x0, y - y0
+        x1, y1 = min(x0 + 1, w - 1), min(y0 + 1, h - 1)
+        out = ((1 - fx) * (1 - fy) * field_[:, :, y0, x0] + fx * (1 - fy) * field_[:, :, y0, x1]
+               + (1 - fx) * fy * field_[:, :, y1, x0] + fx * fy * field_[:, :, y1, x1])
+        return out.astype(np.complex128)
+
+
+def modal_basis(volume: spectral.SpectralVolume, mask: np.ndarray | None = None,
+                footprint_px: float = DEFAULT_FOOTPRINT_PX) -> ModalBasis:
+    """The volume's bands with f_k > 0 as modes (band 0 / 0 Hz is a static offset, left out).
+
+    mask: float [H, W] in 0..1 at the motion resolution (1 moves, 0 pinned),
+          multiplied into every shape, so mask 0 gives exactly 0 displacement.
+    """
+    import cv2
+
+    bands = np.flatnonzero(volume.frequencies_hz > 0)
+    shapes = volume.complex_modes()[bands]
+    if mask is not None:
+        mask = np.asarray(mask, np.float32)
+        if mask.shape != (volume.height, volume.width):
+            raise ValueError(f"mask must be [{volume.height}, {volume.width}], got {mask.shape}")
+        shapes = shapes * mask
+    shapes = np.ascontiguousarray(shapes, np.complex64)
+    footprint = np.empty_like(shapes)
+    for m in range(shapes.shape[0]):
+        for axis in range(2):
+            re = cv2.GaussianBlur(np.ascontiguousarray(shapes[m, axis].real), (0, 0), footprint_px,
+                                  borderType=cv2.BORDER_REPLICATE)
+            im = cv2.GaussianBlur(np.ascontiguousarray(shapes[m, axis].imag), (0, 0), footprint_px,
+                                  borderType=cv2.BORDER_REPLICATE)
+            footprint[m, axis] = re + 1j * im
+    m, _, h, w = shapes.shape
+    stacked = np.empty((2 * m, 2 * h * w), np.float32)
+    stacked[0::2] = shapes.real.reshape(m, -1)
+    stacked[1::2] = shapes.imag.reshape(m, -1)
+    return ModalBasis(shapes, footprint, 2 * np.pi * volume.frequencies_hz[bands], bands,
+                      float(footprint_px), stacked)
+
+
+# ---------------------------------------------------------------------------
+# Integrators: one linear map per mode, [q, q']_{n+1} = Phi [q, q']_n + Gamma f_n
+
+
+def step_matrices(omega: np.ndarray, damping: float, dt: float, integrator: str = "exact",
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """Transition Phi float64 [M, 2, 2] and force input Gamma float64 [M, 2] for one step.
+
+    omega: [M] rad/s; damping: ratio xi >= 0; dt: step in seconds. The force
+    f_n (1/s^2) is held constant over the step. "exact" is the matrix
+    exponential of [[0, 1], [-w^2, -2 xi w]] (augmented with the force), for
+    any xi (under-, critically or over-damped); "euler" is forward Euler.
+    """
+    omega = np.asarray(omega, np.float64)
+    if integrator == "euler":
+        phi = np.empty((omega.size, 2, 2))
+        phi[:, 0, 0], phi[:, 0, 1] = 1.0, dt
+        phi[:, 1, 0], phi[:, 1, 1] = -omega ** 2 * dt, 1.0 - 2.0 * damping * omega * dt
+        gamma = np.zeros((omega.size, 2))
+        gamma[:, 1] = dt
+        return phi, gamma
+    if integrator != "exact":
+        raise UserError(f"unknown integrator {integrator!r}; choose one of {', '.join(INTEGRATORS)}")
+    from scipy.linalg import expm
+
+    phi = np.empty((omega.size, 2, 2))
+    gamma = np.empty((omega.size, 2))
+    for i, w in enumerate(omega):
+        system = np.array([[0.0, 1.0, 0.0], [-w * w, -2.0 * damping * w, 1.0], [0.0, 0.0, 0.0]])
+        e = expm(system * dt)
+        phi[i], gamma[i] = e[:2, :2], e[:2, 2]
+    return phi, gamma
+
+
+def modal_energy(q: np.ndarray, v: np.ndarray, omega: np.ndarray) -> float:
+    """sum_k 1/2 |q'_k|^2 + 1/2 w_k^2 |q_k|^2 (unit masses), in 1/s^2."""
+    return float(0.5 * np.sum(np.abs(v) ** 2 + (omega * np.abs(q)) ** 2))
+
+
+# ---------------------------------------------------------------------------
+# The simulator
+
+
+@dataclass(frozen=True)
+class Poke:
+    """A push at a pixel: an impulse of strength (dx, dy) spread over `duration` frames.
+
+    frame:    first frame whose step feels the force (its effect shows from frame + 1).
+    x, y:     the poked pixel, motion-resolution pixels (x right, y down).
+    dx, dy:   strength in motion pixels (about the peak displacement at the most mobile point).
+    duration: frames the impulse is spread over (>= 1).
+    """
+
+    frame: int
+    x: float
+    y: float
+    dx: float
+    dy: float
+    duration: int = 1
+
+
+@dataclass(frozen=True)
+class Drag:
+    """Hold pixel (x, y) at offset (dx, dy) from frame `start` to `end` (inclusive), then let go.
+
+    Coordinates and offset in motion pixels. The offset eases in (smoothstep)
+    over the first `ease_frames` held frames (at most the whole hold) so the
+    point is pulled rather than teleported; frames start..end show the held
+    state, and the free ring-down starts at frame end + 1.
+    """
+
+    start: int
+    end: int
+    x: float
+    y: float
+    dx: float
+    dy: float
+    ease_frames: int = 0
+
+    def offset_at(self, frame: int) -> tuple[float, float]:
+        ease = min(self.ease_frames, self.end - self.start + 1)
+        s = 1.0 if ease <= 0 else min((frame - self.start + 1) / ease, 1.0)
+        s = s * s * (3 - 2 * s)
+        return self.dx * s, self.dy * s
+
+
+class ModalSimulator:
+    """Frame-by-frame modal dynamics of a still (the live preview drives this).
+
+    volume:     the spectral volume (any source); its bands with f > 0 are the modes.
+    damping:    damping ratio xi of every mode, 0 <= xi < 1 (modes ring; 0.05 default).
+    fps:        frames per second of the simulation (default: the volume's fps).
+    integrator: "exact" (default, never gains energy) or "euler" (the paper's).
+    mask:       float [H, W] at the motion resolution, 1 moves, 0 pinned.
+
+    State: complex modal coordinates `q` [M] and velocities `v` [M] (1/s).
+    `step()` advances one frame and returns the displacement [2, H, W] in
+    motion pixels; `frame` counts the steps taken.
+    """
+
+    def __init__(self, volume: spectral.SpectralVolume, damping: float = DEFAULT_DAMPING,
+                 fps: float | None = None, integrator: str = "exact", mask: np.ndarray | None = None,
+                 footprint_px: float = DEFAULT_FOOTPRINT_PX,
+                 regularization: float = DEFAULT_REGULARIZATION, basis: ModalBasis | None = None):
+        if not (np.isfinite(damping) and 0 <= damping < 1):
+            raise UserError(f"damping must be a ratio in [0, 1) (e.g. 0.05), got {damping}")
+        fps = float(volume.fps if fps is None else fps)
+        if not (np.isfinite(fps) and fps > 0):
+            raise UserError(f"fps must be positive, got {fps}")
+        self.volume, self.damping, self.fps, self.integrator = volume, float(damping), fps, integrator
+        self.dt = 1.0 / fps
+        self.basis = basis if basis is not None else modal_basis(volume, mask, footprint_px)
+        self.regularization = float(regularization)
+        self._phi, self._gamma = step_matrices(self.basis.omega, self.damping, self.dt, integrator)
+        omega_d = self.basis.omega * np.sqrt(1.0 - self.damping ** 2)
+        smooth_power = (np.abs(self.basis.footprint) ** 2).sum(axis=1)  # [M, H, W]
+        inv_w = 1.0 / np.maximum(omega_d, 1e-9)
+        self.mobility_ref = float(np.tensordot(inv_w, smooth_power, 1).max()) if smooth_power.size else 0.0
+        self.compliance_ref = (float(np.tensordot(1.0 / self.basis.omega ** 2, smooth_power, 1).max())
+                               if smooth_power.size else 0.0)
+        self.reset()
+
+    # -- state -------------------------------------------------------------
+
+    def reset(self) -> None:
+        """Back to rest at the still: q = q' = 0, no forces, nothing held, frame 0."""
+        m = self.basis.num_modes
+        self.q = np.zeros(m, np.complex128)
+        self.v = np.zeros(m, np.complex128)
+        self.frame = 0
+        self._forces: list[tuple[np.ndarray, int]] = []  # (modal force [M], steps left)
+        self._held: np.ndarray | None = None
+
+    @property
+    def state(self) -> dict:
+        """A copy of the state: {'q', 'v', 'frame', 'held'}; give it back to `set_state`."""
+        return {"q": self.q.copy(), "v": self.v.copy(), "frame": self.frame,
+                "held": None if self._held is None else self._held.copy(),
+                "forces": [(f.copy(), n) for f, n in self._forces]}
+
+    def set_state(self, state: dict) -> None:
+        self.q, self.v = state["q"].copy(), state["v"].copy()
+        self.frame = int(state["frame"])
+        self._held = None if state["held"] is None else state["held"].copy()
+        self._forces = [(f.copy(), n) for f, n in state["forces"]]
+
+    def energy(self) -> float:
+        """Modal energy sum 1/2 |q'|^2 + 1/2 w^2 |q|^2 (1/s^2); never grows unforced with "exact"."""
+        return modal_energy(self.q, self.v, self.basis.omega)
+
+    def displacement(self) -> np.ndarray:
+        """Current response Re(sum_k A_k q_k), float32 [2, H, W], motion pixels."""
+        return self.basis.displacement(self.q)
+
+    # -- input -------------------------------------------------------------
+
+    def modal_impulse(self, x: float, y: float, dx: float, dy: float) -> np.ndarray:
+        """Modal velocity change v_k = A^_k(p)^H d / M_ref of a poke, complex128 [M] (1/s)."""
+        if self.mobility_ref <= 0:
+            return np.zeros(self.basis.num_modes, np.complex128)
+        shape = self.basis.shape_at(x, y, smoothed=True)  # [M, 2]
+        return (np.conj(shape) @ np.array([dx, dy], np.float64)) / self.mobility_ref
+
+    def apply_poke(self, x: float, y: float, dx: float, dy: float, duration: int = 1) -> None:
+        """Push pixel (x, y) (motion pixels) with strength (dx, dy) pixels over the next `duration` steps."""
+        duration = int(duration)
+        if duration < 1:
+            raise UserError(f"a poke lasts at least 1 frame, got {duration}")
+        impulse = self.modal_impulse(x, y, dx, dy)
+        self._forces.append((impulse / (duration * self.dt), duration))
+
+    def drag_state(self, x: float, y: float, dx: float, dy: float) -> np.ndarray:
+        """Coordinates q [M] (complex128) of least elastic energy that move (x, y) by (dx, dy).
+
+        Regularized least squares over the modes (see the module docstring);
+        with weights W = diag(w^2) the 2M x 2M normal equations reduce to a
+        2 x 2 solve: x = W^-1 B^T (B W^-1 B^T + mu I)^-1 d.
+        """
+        m = self.basis.num_modes
+        if m == 0 or self.compliance_ref <= 0:
+            return np.zeros(m, np.complex128)
+        a = self.basis.shape_at(x, y, smoothed=False)  # [M, 2]
+        b = np.concatenate([a.real.T, -a.imag.T], axis=1)  # [2, 2M] acting on (Re q, Im q)
+        w_inv = np.tile(1.0 / self.basis.omega ** 2, 2)  # [2M]
+        mu = self.regularization * self.compliance_ref
+        gram = (b * w_inv) @ b.T + mu * np.eye(2)
+        sol = w_inv * (b.T @ np.linalg.solve(gram, np.array([dx, dy], np.float64)))
+        return sol[:m] + 1j * sol[m:]
+
+    def hold(self, x: float, y: float, dx: float, dy: float) -> None:
+        """Hold pixel (x, y) at offset (dx, dy) (motion pixels) until `release()`.
+
+        The state jumps to the held equilibrium now (velocities 0) and stays
+        there at every `step()`; call again with a new offset to drag.
+        """
+        self._held = self.drag_state(x, y, dx, dy)
+        self.q, self.v = self._held.copy(), np.zeros_like(self.v)
+
+    def release(self) -> None:
+        """Let go: from the next step the modes ring down freely from the held state."""
+        self._held = None
+
+    @property
+    def holding(self) -> bool:
+        return self._held is not None
+
+    # -- time --------------------------------------------------------------
+
+    def advance(self) -> None:
+        """One step of dt = 1 / fps: integrate (or stay held); pending pokes count down."""
+        force = np.zeros_like(self.q)
+        remaining = []
+        for f, n in self._forces:
+            force += f
+            if n > 1:
+                remaining.append((f, n - 1))
+        self._forces = remaining
+        if self._held is not None:
+            self.q, self.v = self._held.copy(), np.zeros_like(self.v)  # the hand absorbs the force
+        else:
+            phi, gamma = self._phi, self._gamma
+            q = phi[:, 0, 0] * self.q + phi[:, 0, 1] * self.v + gamma[:, 0] * force
+            v = phi[:, 1, 0] * self.q + phi[:, 1, 1] * self.v + gamma[:, 1] * force
+            self.q, self.v = q, v
+        self.frame += 1
+
+    def step(self) -> np.ndarray:
+        """Advance one frame and return the displacement float32 [2, H, W] (motion pixels)."""
+        self.advance()
+        return self.displacement()
+
+    def unstable_modes(self) -> int:
+        """How many modes gain energy per unforced step (spectral radius of Phi > 1)."""
+        return int(sum(np.abs(np.linalg.eigvals(p)).max() > 1 + 1e-12 for p in self._phi))
+
+
+def simulate(simulator: ModalSimulator, num_frames: int, pokes=(), drags=(), progress=None):
+    """Displacements of frames 0..N-1, each float32 [2, H, W] in motion pixels (a generator).
+
+    Frame 0 is the still at rest. A poke at frame F acts on the step from F to
+    F + 1 (and the next duration - 1 steps); a drag holds frames start..end.
+    Pokes and drags superpose their schedules; while a point is held the held
+    state wins (pokes during a hold are absorbed). Reports one unit per frame
+    to `progress` (a `gdyn_backend.progress.Progress`) and honours its cancel.
+    """
+    simulator.reset()
+    pokes = sorted(pokes, key=lambda p: p.frame)
+    if progress is not None:
+        progress.start("simulate", num_frames)
+    for frame in range(num_frames):
+        held = [d for d in drags if d.start <= frame <= d.end]
+        if held:
+            simulator.hold(held[-1].x, held[-1].y, *held[-1].offset_at(frame))
+        yield simulator.displacement()
+        if progress is not None:
+            progress.advance()
+        for p in pokes:
+            if p.frame == frame:
+                simulator.apply_poke(p.x, p.y, p.dx, p.dy, p.duration)
+        if simulator.holding and not any(d.start <= frame + 1 <= d.end for d in drags):
+            simulator.release()
+        simulator.advance()
+
+
+# ---------------------------------------------------------------------------
+# Live preview
+
+
+class LivePreview:
+    """Simulation plus the default renderer, one displayed frame per `frame()` call.
+
+    still:   float32 [H, W, 3] RGB 0..1 at any resolution (the image shown).
+    The simulator runs at the motion resolution; `frame()` steps it, then
+    renders the still warped by the displacement (resampled to the still's
+    size by the renderer) and returns (rgb [H, W, 3], displacement [2, h, w]
+    in motion pixels). `timings` holds the last step/synthesis/render seconds.
+    """
+
+    def __init__(self, simulator: ModalSimulator, still: np.ndarray, weights: np.ndarray | None = None):
+        from gdyn_backend.render import default_renderer
+
+        self.simulator = simulator
+        self.still = still
+        masked = simulator.volume.with_amplitude(_masked_amplitude(simulator))
+        self.weights = spectral.mean_displacement_magnitude(masked) if weights is None else weights
+        self.renderer = default_renderer(still, self.weights)
+        self.timings = {"step": 0.0, "synthesis": 0.0, "render": 0.0}
+
+    def frame(self) -> tuple[np.ndarray, np.ndarray]:
+        t0 = time.perf_counter()
+        self.simulator.advance()
+        t1 = time.perf_counter()
+        displacement = self.simulator.displacement()
+        t2 = time.perf_counter()
+        rgb = self.renderer(displacement)
+        t3 = time.perf_counter()
+        self.timings = {"step": t1 - t0, "synthesis": t2 - t1, "render": t3 - t2}
+        return rgb, displacement
+
+
+def _masked_amplitude(simulator: ModalSimulator) -> np.ndarray:
+    """The volume's amplitude [K, 4, H, W] with the simulator's pin mask applied (for weights)."""
+    amp = simulator.volume.amplitude.copy()
+    shapes = simulator.basis.shapes
+    amp[simulator.basis.bands, 0::2] = shapes.real
+    amp[simulator.basis.bands, 1::2] = shapes.imag
+    return amp
