@@ -1,0 +1,165 @@
+"""`gdyn serve`: the JSON-lines protocol, as a subprocess, the way the add-on uses it."""
+
+from __future__ import annotations
+
+import json
+import queue
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from gdyn_backend import io, spectral
+
+TIMEOUT_S = 120.0
+
+
+class Serve:
+    """A `gdyn serve` process with a reader thread; `read()` waits for the next reply."""
+
+    def __init__(self):
+        self.proc = subprocess.Popen([sys.executable, "-m", "gdyn_backend", "serve"],
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     stderr=subprocess.PIPE, text=True, bufsize=1)
+        self.lines: queue.Queue = queue.Queue()
+        threading.Thread(target=self._pump, daemon=True).start()
+
+    def _pump(self):
+        for line in self.proc.stdout:
+            self.lines.put(json.loads(line))  # every stdout line must be JSON
+        self.lines.put(None)
+
+    def send(self, obj) -> None:
+        self.proc.stdin.write((obj if isinstance(obj, str) else json.dumps(obj)) + "\n")
+        self.proc.stdin.flush()
+
+    def read(self, timeout: float = TIMEOUT_S):
+        return self.lines.get(timeout=timeout)
+
+    def until_final(self, rid, events: list | None = None, timeout: float = TIMEOUT_S) -> dict:
+        deadline = time.monotonic() + timeout
+        while True:
+            message = self.read(max(deadline - time.monotonic(), 0.1))
+            assert message is not None, "the server exited"
+            if message.get("id") == rid and ("result" in message or "error" in message):
+                return message
+            if events is not None:
+                events.append(message)
+
+    def close(self):
+        if self.proc.poll() is None:
+            self.send({"id": 999, "method": "shutdown"})
+            self.proc.wait(timeout=30)
+
+
+@pytest.fixture
+def serve():
+    server = Serve()
+    yield server
+    server.close()
+    if server.proc.poll() is None:
+        server.proc.kill()
+
+
+def tiny_inputs(folder: Path, width: int = 48, height: int = 32, bands: int = 4) -> tuple[Path, Path]:
+    """A still and a simple spectral volume: a 0.5 Hz and a 1 Hz sway of the whole image."""
+    rng = np.random.default_rng(0)
+    image = folder / "still.png"
+    io.write_png(image, rng.random((height, width, 3)).astype(np.float32))
+    amplitude = np.zeros((bands, 4, height, width), np.float32)
+    amplitude[1, 0] = 2.0  # Re x of band 1: 2 px sway
+    amplitude[2, 3] = 1.0  # Im y of band 2
+    volume = spectral.SpectralVolume(amplitude, spectral.band_frequencies(bands, 30.0, 60), 30.0, 60, "test")
+    motion = spectral.save_volume(volume, folder / "motion.safetensors")
+    return image, motion
+
+
+def test_ping_presets_info(serve):
+    serve.send({"id": 1, "method": "ping", "params": {}})
+    reply = serve.until_final(1)
+    assert reply["result"]["pong"] is True and reply["result"]["protocol"] == 1
+    serve.send({"id": 2, "method": "presets", "params": {}})
+    names = {p["name"] for p in serve.until_final(2)["result"]["presets"]}
+    assert {"gentle_breeze", "candle_flame"} <= names
+    serve.send({"id": 3, "method": "info"})
+    assert serve.until_final(3)["result"]["gdyn"]
+
+
+def test_garbage_and_unknown_method_get_errors_and_server_survives(serve):
+    serve.send("this is not json {")
+    reply = serve.read()
+    assert reply["id"] is None and "malformed JSON" in reply["error"]
+    serve.send({"id": 5, "method": "levitate", "params": {}})
+    reply = serve.until_final(5)
+    assert "unknown method 'levitate'" in reply["error"] and "\n" not in reply["error"]
+    serve.send('[1, 2, 3]')
+    assert "must be a JSON object" in serve.read()["error"]
+    serve.send({"id": 6, "method": "animate", "params": {"image": "/nope.png", "output": "/tmp/x", "frames": "ten"}})
+    assert "'frames' must be an integer" in serve.until_final(6)["error"]
+    serve.send({"id": 7, "method": "ping"})
+    assert serve.until_final(7)["result"]["pong"] is True
+    assert serve.proc.poll() is None
+
+
+def test_animate_job_streams_progress_and_writes_outdir(serve, tmp_path):
+    image, motion = tiny_inputs(tmp_path)
+    outdir = tmp_path / "out"
+    serve.send({"id": 10, "method": "animate", "params": {
+        "image": str(image), "output": str(outdir), "motion": str(motion), "frames": 6, "fps": 30,
+        "loop": True}})
+    events: list = []
+    reply = serve.until_final(10, events)
+    assert "result" in reply, reply
+    progress = [e for e in events if e.get("event") == "progress" and e["id"] == 10]
+    assert progress and progress[-1]["done"] == progress[-1]["total"] == 6
+    assert [e["done"] for e in progress] == sorted(e["done"] for e in progress)
+    assert Path(reply["result"]["output"]) == outdir and reply["result"]["frames"] == 6
+    assert sorted(p.name for p in (outdir / "frames").iterdir()) == [f"{i:04d}.png" for i in range(6)]
+    assert len(list((outdir / "displacement").glob("*.exr"))) == 6
+    assert (outdir / "motion.safetensors").is_file()
+    # Frame 0 is the still (F_0 = 0) within 8-bit rounding.
+    first = io.read_image(outdir / "frames" / "0000.png").rgb
+    assert np.abs(first - io.read_image(image).rgb).max() <= 1 / 255 + 1e-6
+    # A user error of the pipeline comes back as one line; nothing is written.
+    serve.send({"id": 11, "method": "animate", "params": {
+        "image": str(tmp_path / "missing.png"), "output": str(tmp_path / "o2"), "motion": str(motion)}})
+    error = serve.until_final(11)["error"]
+    assert "image not found" in error and not (tmp_path / "o2").exists()
+
+
+def test_cancel_mid_job_leaves_no_output_and_ping_answers_meanwhile(serve, tmp_path):
+    image, motion = tiny_inputs(tmp_path, width=320, height=200)
+    outdir = tmp_path / "cancelled"
+    serve.send({"id": 20, "method": "animate", "params": {
+        "image": str(image), "output": str(outdir), "motion": str(motion), "frames": 400, "fps": 30}})
+    while True:  # wait until the job is really rendering
+        message = serve.read()
+        if message.get("event") == "progress" and message["done"] >= 1:
+            break
+        assert "error" not in message and "result" not in message, message
+    serve.send({"id": 21, "method": "ping"})
+    serve.send({"id": 22, "method": "cancel", "params": {"target": 20}})
+    replies = {}
+    while 20 not in replies:
+        message = serve.read()
+        if "result" in message or "error" in message:
+            replies[message["id"]] = message
+    assert replies[21]["result"]["pong"] is True and replies[21]["result"]["busy"] == 1
+    assert replies[22]["result"]["cancelled"] is True
+    assert replies[20]["error"] == "cancelled"
+    assert not outdir.exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".cancelled")]  # no temp folder left
+    serve.send({"id": 23, "method": "cancel", "params": {"target": 20}})
+    assert serve.until_final(23)["result"]["cancelled"] is False  # already over
+
+
+def test_end_of_input_stops_the_server(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "gdyn_backend", "serve"],
+                          input='{"id": 1, "method": "ping"}\n', capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0
+    assert json.loads(proc.stdout.splitlines()[0])["result"]["pong"] is True
+    assert "ready" in proc.stderr
