@@ -12,12 +12,11 @@ Flow method, chosen by measurement (`gdyn bench flow`): OpenCV's DIS
 patch searches with variational refinement on every level, tuned from its
 "medium" preset to run down to the finest level (full motion resolution)
 with a stronger smoothness term. On known warps of the six real test photos
-at 256x160 it reaches a mean end-point error of 0.08 px (the "medium"
-preset: 0.10 px, 0.27 px at the 95th percentile versus 0.17 px) in about
-6 ms per pair on 2 cores. Farneback's classic pyramid method fails on
-low-texture photos (0.3 px mean, up to 1 px). Initialising each pair from
-the previous frame's flow did not help (measured), so each pair is solved
-on its own.
+at 256x160 it reaches a mean end-point error of 0.074 px, 0.17 px at the
+95th percentile (stock "medium" preset: 0.10 px and 0.28 px, in about 40 %
+of the time); Farneback's classic pyramid is slower and fails on low-texture
+photos (0.33 px mean, up to 1 px). Initialising each pair from the previous
+frame's flow did not help (measured), so each pair is solved on its own.
 
 Conventions: a flow / trajectory frame is a forward displacement
 float32 [2, H, W] in pixels of the motion resolution (x right, y down): the
@@ -41,7 +40,7 @@ from gdyn_backend.progress import Progress
 
 DEFAULT_WIDTH, DEFAULT_HEIGHT = 256, 160  # the paper's motion resolution
 DEFAULT_WINDOW = 150  # start frame + the following 149 frames (paper §7.2)
-FLOW_METHOD = "opencv-dis (medium, finest scale 0, stride 4, 8 descent iterations, alpha 30)"
+FLOW_METHOD = "opencv-dis (medium, finest scale 0, stride 5, 5 descent iterations, alpha 30)"
 
 # Paper §7.2 filters, in pixels at 256x160; they scale with the diagonal of
 # the motion resolution so the same clip passes or fails at any --size.
@@ -75,8 +74,8 @@ class DenseFlow:
     def __init__(self):
         dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM)
         dis.setFinestScale(0)  # refine down to full motion resolution (preset: half)
-        dis.setPatchStride(4)  # preset 3: 4 is faster at the same accuracy here
-        dis.setGradientDescentIterations(8)  # preset 25: no gain beyond 8 here
+        dis.setPatchStride(5)  # preset 3: 5 is faster at the same accuracy here
+        dis.setGradientDescentIterations(5)  # preset 25: no gain beyond 5 here
         dis.setVariationalRefinementAlpha(30.0)  # preset 20: steadier in low texture
         self._dis = dis
 

@@ -2,22 +2,14 @@
 
 from __future__ import annotations
 
-import re
 import sys
 from pathlib import Path
 
 from gdyn_backend import spectral
+from gdyn_backend.cli.example import parse_size
 from gdyn_backend.errors import UserError
 from gdyn_backend.flow import DEFAULT_HEIGHT, DEFAULT_WIDTH, DEFAULT_WINDOW, extract_volume
 from gdyn_backend.progress import Progress, terminal_bar
-
-
-def parse_size(text: str) -> tuple[int, int]:
-    """'WxH' -> (W, H) in pixels; UserError when malformed."""
-    match = re.fullmatch(r"\s*(\d+)\s*[xX]\s*(\d+)\s*", text)
-    if not match:
-        raise UserError(f"--size must look like 256x160 (width x height in pixels), got {text!r}")
-    return int(match.group(1)), int(match.group(2))
 
 
 def motion_size(args) -> tuple[int, int | None]:
@@ -40,7 +32,8 @@ def run(args) -> int:
     if args.frames < 2:
         raise UserError(f"--frames must be at least 2, got {args.frames}")
     width, height = motion_size(args)
-    volume = extract_volume(args.video, start=args.start, window=args.frames, num_bands=args.bands,
+    bands = min(spectral.DEFAULT_BANDS, args.frames // 2 + 1) if args.bands is None else args.bands
+    volume = extract_volume(args.video, start=args.start, window=args.frames, num_bands=bands,
                             width=width, height=height, fps=args.fps, force=args.force,
                             progress=Progress(terminal_bar()))
     check = volume.metadata["motion_check"]
@@ -63,8 +56,9 @@ def register(sub) -> None:
     p.add_argument("--start", type=int, default=0, help="start frame (default 0)")
     p.add_argument("--frames", type=int, default=DEFAULT_WINDOW,
                    help=f"window length T in frames, start frame included (default {DEFAULT_WINDOW})")
-    p.add_argument("--bands", type=int, default=spectral.DEFAULT_BANDS,
-                   help=f"K frequency bands kept, f_k = k*fps/T (default {spectral.DEFAULT_BANDS})")
+    p.add_argument("--bands", type=int,
+                   help=f"K frequency bands kept, f_k = k*fps/T (default {spectral.DEFAULT_BANDS}, "
+                        "or T/2+1 for shorter windows)")
     p.add_argument("--size", help=f"motion resolution WxH (default {DEFAULT_WIDTH}x{DEFAULT_HEIGHT})")
     p.add_argument("--width", type=int, help="motion width; height follows the clip's aspect ratio")
     p.add_argument("--fps", type=float,
