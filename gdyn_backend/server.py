@@ -154,19 +154,19 @@ class Server:
             rid, method, params, progress = item
             try:
                 progress.check()  # cancelled while queued
-                result = self._jobs[method](params, progress)
-                progress.check()
-                self.send({"id": rid, "result": result})
+                result = self._jobs[method](params, progress)  # done: a late cancel changes nothing
+                reply = {"id": rid, "result": result}
             except Cancelled:
-                self._reply_error(rid, "cancelled")
+                reply = {"id": rid, "error": "cancelled"}
             except UserError as exc:
-                self._reply_error(rid, str(exc))
+                reply = {"id": rid, "error": _one_line(str(exc))}
             except Exception as exc:
                 traceback.print_exc(file=self._log)
-                self._reply_error(rid, f"internal error: {type(exc).__name__}: {exc} (see the backend log)")
-            finally:
-                with self._jobs_lock:
-                    self._progress.pop(rid, None)
+                reply = {"id": rid, "error": f"internal error: {type(exc).__name__}: {_one_line(str(exc))} "
+                                             "(see the backend log)"}
+            with self._jobs_lock:  # the job is over before its reply is seen
+                self._progress.pop(rid, None)
+            self.send(reply)
 
     def _cancel(self, target) -> bool:
         with self._jobs_lock:
@@ -265,16 +265,58 @@ def animate_options(params: dict):
         raise UserError(f"animate: bad parameters ({exc})") from None
 
 
-def _animate(params: dict, progress: Progress) -> dict:
-    from gdyn_backend.animate import animate
-
-    done = animate(_path(params, "image"), _path(params, "output"), animate_options(params), progress)
+def _result(done) -> dict:
+    """An `animate.AnimateResult` as JSON: output folder, frame count, motion file, video."""
     return {"output": str(done.outdir), "frames": done.frames, "motion": str(done.motion),
             "video": str(done.video) if done.video is not None else None}
 
 
+def _animate(params: dict, progress: Progress) -> dict:
+    from gdyn_backend.animate import animate
+
+    done = animate(_path(params, "image"), _path(params, "output"), animate_options(params), progress)
+    return _result(done)
+
+
+_SIMULATE_KEYS = {"image", "motion", "output", "forces", "drags", "damping", "frames", "fps",
+                  "integrator", "mask", "video", "bit_depth"}
+_FORCE_KEYS = {"frame": int, "x": float, "y": float, "dx": float, "dy": float, "duration": int}
+_DRAG_KEYS = {"start": int, "end": int, "x": float, "y": float, "dx": float, "dy": float}
+
+
+def _records(params: dict, key: str, schema: dict, optional=("duration",)) -> list[dict]:
+    """A list of JSON objects with the keys of `schema` (numbers); UserError naming a bad one."""
+    items = params.get(key) or []
+    if not isinstance(items, list):
+        raise UserError(f"simulate: {key!r} must be a list of objects")
+    records = []
+    for n, item in enumerate(items):
+        if not isinstance(item, dict):
+            raise UserError(f"simulate: {key}[{n}] must be an object with keys {', '.join(schema)}")
+        unknown = sorted(set(item) - set(schema))
+        missing = [k for k in schema if k not in item and k not in optional]
+        if unknown or missing:
+            raise UserError(f"simulate: {key}[{n}] has {'unknown key ' + repr(unknown[0]) if unknown else 'no ' + repr(missing[0])}; "
+                            f"keys: {', '.join(schema)}")
+        records.append({k: _number("simulate", f"{key}[{n}].{k}", v, schema[k]) for k, v in item.items()})
+    return records
+
+
 def _simulate(params: dict, progress: Progress) -> dict:
-    """params: image, motion, output, forces [{frame,x,y,dx,dy}], drags, damping, frames, fps."""
+    """params: image, motion, output, forces [{frame,x,y,dx,dy,duration}], drags
+    [{start,end,x,y,dx,dy}] (still pixels, frames from 0), damping, frames, fps,
+    integrator, mask, video, bit_depth — as `gdyn simulate`."""
     from gdyn_backend.dynamics import simulate_to_folder
 
-    return simulate_to_folder(params, progress=progress)
+    unknown = sorted(set(params) - _SIMULATE_KEYS)
+    if unknown:
+        raise UserError(f"simulate: unknown parameter {unknown[0]!r}; allowed: {', '.join(sorted(_SIMULATE_KEYS))}")
+    options = {k: _number("simulate", k, params[k], kind) for k, kind in
+               (("damping", float), ("frames", int), ("fps", float), ("bit_depth", int)) if k in params}
+    if "integrator" in params:
+        options["integrator"] = str(params["integrator"])
+    done = simulate_to_folder(
+        _path(params, "image"), _path(params, "motion"), _path(params, "output"),
+        forces=_records(params, "forces", _FORCE_KEYS), drags=_records(params, "drags", _DRAG_KEYS, ()),
+        mask=_path(params, "mask", False), video=_path(params, "video", False), progress=progress, **options)
+    return _result(done)

@@ -163,3 +163,23 @@ def test_end_of_input_stops_the_server(tmp_path):
     assert proc.returncode == 0
     assert json.loads(proc.stdout.splitlines()[0])["result"]["pong"] is True
     assert "ready" in proc.stderr
+
+
+def test_simulate_job_writes_outdir_and_rejects_bad_pokes(serve, tmp_path):
+    image, motion = tiny_inputs(tmp_path)
+    outdir = tmp_path / "sim"
+    serve.send({"id": 30, "method": "simulate", "params": {
+        "image": str(image), "motion": str(motion), "output": str(outdir), "frames": 8, "fps": 30,
+        "forces": [{"frame": 1, "x": 24, "y": 16, "dx": 3, "dy": 0}],
+        "drags": [{"start": 3, "end": 4, "x": 10, "y": 10, "dx": 0, "dy": 2}]}})
+    reply = serve.until_final(30)
+    assert "result" in reply, reply
+    assert len(list((outdir / "frames").glob("*.png"))) == 8
+    maps = [io.read_displacement_exr(outdir / "displacement" / f"{i:04d}.exr") for i in (0, 2)]
+    assert np.abs(maps[0]).max() == 0.0  # frame 0 is the still at rest
+    assert np.abs(maps[1][0]).max() > 0.1  # the push to the right moved something along x
+    serve.send({"id": 31, "method": "simulate", "params": {
+        "image": str(image), "motion": str(motion), "output": str(tmp_path / "bad"),
+        "forces": [{"frame": 1, "x": 24, "y": 16, "dx": 3}]}})
+    assert serve.until_final(31)["error"] == "simulate: forces[0] has no 'dy'; keys: frame, x, y, dx, dy, duration"
+    assert not (tmp_path / "bad").exists()
