@@ -33,11 +33,13 @@ the volume, the largest footprint mobility
 
     M_ref = max_p sum_k |A^_k(p)|^2 / w_dk          (px^2 s, w_dk = damped frequency)
 
-so that each mode receives the modal velocity v_k = A^_k(p)^H d / M_ref. Then
-the displacement along d at the poked point is bounded by |d| everywhere and
-reaches about |d| (0.9 |d| for one mode at 5 % damping) at the most mobile
-point of the image; stiffer points (smaller, higher-frequency shapes) move
-less, and pinned or static points (shapes 0) not at all.
+so that each mode receives the modal velocity v_k = A^_k(p)^H d / M_ref
+(A^ = shapes averaged over the footprint). Then the footprint-averaged
+displacement along d at the poked point never exceeds |d|, and it reaches
+about |d| (0.9 |d| for one mode at 5 % damping) at the most mobile point of
+the image; stiffer points (smaller, higher-frequency shapes) move less, and
+pinned or static points (shapes 0) not at all. A single noisy pixel may move
+more or less than its neighbourhood average.
 
 Drag. Holding pixel p at offset d puts the modes in the state of least
 elastic energy sum_k w_k^2 |q_k|^2 that moves p by d, regularized:
@@ -45,10 +47,14 @@ elastic energy sum_k w_k^2 |q_k|^2 that moves p by d, regularized:
     min_q |Re(sum_k A_k(p) q_k) - d|^2 + mu sum_k w_k^2 |q_k|^2,  mu = lambda * C_ref
 
 with C_ref = max_p sum_k |A^_k(p)|^2 / w_k^2 (px^2 s^2, the largest static
-compliance) and lambda = `regularization` (1e-3): points at least a few
-percent as compliant as the most compliant point reach the target to well
-under a pixel; a point the basis cannot move (pinned, or a direction no mode
-has) stays put. Modal velocities are 0 while held; on release the modes ring
+compliance) and lambda = `regularization` (1e-3). The solution is the static
+response to a point force at p, and mu acts like the compliance of the
+user's hand: along a direction in which p is compliant (C, its compliance
+in that direction) the point reaches the fraction C / (C + mu) of the
+offset, so points at least a few percent as compliant as the most compliant
+one reach it to well under a pixel, stiff directions follow only partly,
+and a point the basis cannot move (pinned, or a direction no mode has)
+stays put. Modal velocities are 0 while held; on release the modes ring
 down freely from that state.
 
 Integrators. Each step advances one frame, dt = 1 / fps, with the force held
@@ -402,26 +408,20 @@ class ModalSimulator:
         return int(sum(np.abs(np.linalg.eigvals(p)).max() > 1 + 1e-12 for p in self._phi))
 
 
-def simulate(simulator: ModalSimulator, num_frames: int, pokes=(), drags=(), progress=None):
+def simulate(simulator: ModalSimulator, num_frames: int, pokes=(), drags=()):
     """Displacements of frames 0..N-1, each float32 [2, H, W] in motion pixels (a generator).
 
     Frame 0 is the still at rest. A poke at frame F acts on the step from F to
     F + 1 (and the next duration - 1 steps); a drag holds frames start..end.
     Pokes and drags superpose their schedules; while a point is held the held
-    state wins (pokes during a hold are absorbed). Reports one unit per frame
-    to `progress` (a `gdyn_backend.progress.Progress`) and honours its cancel.
+    state wins (pokes during a hold are absorbed). Starts from `reset()`.
     """
     simulator.reset()
-    pokes = sorted(pokes, key=lambda p: p.frame)
-    if progress is not None:
-        progress.start("simulate", num_frames)
     for frame in range(num_frames):
         held = [d for d in drags if d.start <= frame <= d.end]
         if held:
             simulator.hold(held[-1].x, held[-1].y, *held[-1].offset_at(frame))
         yield simulator.displacement()
-        if progress is not None:
-            progress.advance()
         for p in pokes:
             if p.frame == frame:
                 simulator.apply_poke(p.x, p.y, p.dx, p.dy, p.duration)
@@ -431,45 +431,196 @@ def simulate(simulator: ModalSimulator, num_frames: int, pokes=(), drags=(), pro
 
 
 # ---------------------------------------------------------------------------
-# Live preview
+# Still-resolution front end: pokes in image pixels, live preview, OUTDIR pipeline
+
+
+DRAG_EASE_S = 0.2  # a scheduled drag pulls its point to the offset over this long (seconds)
+
+
+def to_motion_pixels(x: float, y: float, dx: float, dy: float, image_size: tuple[int, int],
+                     motion_size: tuple[int, int]) -> tuple[float, float, float, float]:
+    """A point and an offset in still pixels -> motion pixels.
+
+    image_size, motion_size: (width, height). Pixel centres map onto pixel
+    centres: x_m = (x + 0.5) * w / W - 0.5; offsets scale by w / W and h / H.
+    """
+    (iw, ih), (mw, mh) = image_size, motion_size
+    sx, sy = mw / iw, mh / ih
+    return (x + 0.5) * sx - 0.5, (y + 0.5) * sy - 0.5, dx * sx, dy * sy
+
+
+def motion_mask(mask: np.ndarray, width: int, height: int) -> np.ndarray:
+    """A still-resolution mask [H, W] (1 moves, 0 pinned) at the motion resolution (area average)."""
+    import cv2
+
+    if mask.shape == (height, width):
+        return mask.astype(np.float32)
+    return cv2.resize(mask.astype(np.float32), (width, height), interpolation=cv2.INTER_AREA)
 
 
 class LivePreview:
-    """Simulation plus the default renderer, one displayed frame per `frame()` call.
+    """The simulator plus the default renderer: one displayed frame per `frame()` call.
 
-    still:   float32 [H, W, 3] RGB 0..1 at any resolution (the image shown).
-    The simulator runs at the motion resolution; `frame()` steps it, then
-    renders the still warped by the displacement (resampled to the still's
-    size by the renderer) and returns (rgb [H, W, 3], displacement [2, h, w]
-    in motion pixels). `timings` holds the last step/synthesis/render seconds.
+    simulator: a `ModalSimulator` (motion resolution).
+    still:     the photo shown (`io.Still`, any size, e.g. 512 px wide for a preview).
+    mask:      float32 [H, W] at the still's size, 1 moves, 0 pinned, or None
+               (give the simulator the same mask at motion resolution).
+    `poke`/`hold`/`release` take still pixels; `frame()` steps the simulation
+    one frame and returns (rgb [H, W, 3] float32 0..1, displacement [2, H, W]
+    in still pixels). `timings` holds the last step, synthesis (modal sum and
+    resize to the still) and render times in seconds.
     """
 
-    def __init__(self, simulator: ModalSimulator, still: np.ndarray, weights: np.ndarray | None = None):
-        from gdyn_backend.render import default_renderer
+    def __init__(self, simulator: ModalSimulator, still, mask: np.ndarray | None = None, renderer=None):
+        from gdyn_backend.animate import _full_resolution_weights, make_renderer
 
-        self.simulator = simulator
-        self.still = still
-        masked = simulator.volume.with_amplitude(_masked_amplitude(simulator))
-        self.weights = spectral.mean_displacement_magnitude(masked) if weights is None else weights
-        self.renderer = default_renderer(still, self.weights)
+        self.simulator, self.still, self.mask = simulator, still, mask
+        self.renderer = renderer or make_renderer()
+        basis = simulator.basis
+        pinned = simulator.volume.with_amplitude(_masked_amplitude(simulator))
+        self.weights = _full_resolution_weights(spectral.mean_displacement_magnitude(pinned),
+                                                still.width, still.height)
+        if mask is not None:
+            self.weights = self.weights * mask
+        self._scale = (still.width, still.height), (basis.width, basis.height)
         self.timings = {"step": 0.0, "synthesis": 0.0, "render": 0.0}
+
+    def poke(self, x: float, y: float, dx: float, dy: float, duration: int = 1) -> None:
+        self.simulator.apply_poke(*to_motion_pixels(x, y, dx, dy, *self._scale), duration)
+
+    def hold(self, x: float, y: float, dx: float, dy: float) -> None:
+        self.simulator.hold(*to_motion_pixels(x, y, dx, dy, *self._scale))
+
+    def release(self) -> None:
+        self.simulator.release()
 
     def frame(self) -> tuple[np.ndarray, np.ndarray]:
         t0 = time.perf_counter()
         self.simulator.advance()
         t1 = time.perf_counter()
-        displacement = self.simulator.displacement()
+        full = spectral.resample_displacement(self.simulator.displacement(), self.still.width, self.still.height)
+        if self.mask is not None:
+            full = full * self.mask[None]
         t2 = time.perf_counter()
-        rgb = self.renderer(displacement)
+        rgb, _ = self.renderer.render(self.still.rgb, self.still.alpha, full, self.weights)
         t3 = time.perf_counter()
         self.timings = {"step": t1 - t0, "synthesis": t2 - t1, "render": t3 - t2}
-        return rgb, displacement
+        return rgb, full
 
 
 def _masked_amplitude(simulator: ModalSimulator) -> np.ndarray:
-    """The volume's amplitude [K, 4, H, W] with the simulator's pin mask applied (for weights)."""
+    """The volume's amplitude [K, 4, H, W] with the simulator's pin mask in its modes."""
     amp = simulator.volume.amplitude.copy()
     shapes = simulator.basis.shapes
     amp[simulator.basis.bands, 0::2] = shapes.real
     amp[simulator.basis.bands, 1::2] = shapes.imag
     return amp
+
+
+def _number(item: dict, key: str, what: str, default=None) -> float:
+    value = item.get(key, default)
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        raise UserError(f"{what}: {key} must be a number, got {value!r}") from None
+    if not np.isfinite(value):
+        raise UserError(f"{what}: {key} must be finite, got {value}")
+    return value
+
+
+def _frame(item: dict, key: str, what: str, default=None) -> int:
+    value = _number(item, key, what, default)
+    if value != int(value) or value < 0:
+        raise UserError(f"{what}: {key} must be a frame number >= 0, got {value:g}")
+    return int(value)
+
+
+def _checked_point(item: dict, what: str, width: int, height: int) -> tuple[float, float, float, float]:
+    x, y = _number(item, "x", what), _number(item, "y", what)
+    if not (0 <= x <= width - 1 and 0 <= y <= height - 1):
+        raise UserError(f"{what}: pixel ({x:g}, {y:g}) is outside the {width}x{height} image "
+                        "(x in 0..width-1 right, y in 0..height-1 down)")
+    return x, y, _number(item, "dx", what), _number(item, "dy", what)
+
+
+def pokes_from_dicts(forces, image_size: tuple[int, int], motion_size: tuple[int, int],
+                     num_frames: int) -> list[Poke]:
+    """[{frame, x, y, dx, dy, duration=1}] in still pixels -> `Poke`s in motion pixels (UserError if bad)."""
+    out = []
+    for i, item in enumerate(forces):
+        what = f"force {i + 1}"
+        frame, duration = _frame(item, "frame", what), _frame(item, "duration", what, 1)
+        if frame >= num_frames:
+            raise UserError(f"{what}: frame {frame} is past the last frame {num_frames - 1}")
+        if duration < 1:
+            raise UserError(f"{what}: duration must be at least 1 frame")
+        point = _checked_point(item, what, *image_size)
+        out.append(Poke(frame, *to_motion_pixels(*point, image_size, motion_size), duration))
+    return out
+
+
+def drags_from_dicts(drags, image_size: tuple[int, int], motion_size: tuple[int, int],
+                     num_frames: int, fps: float) -> list[Drag]:
+    """[{start, end, x, y, dx, dy}] in still pixels (end inclusive) -> `Drag`s in motion pixels."""
+    out = []
+    for i, item in enumerate(drags):
+        what = f"drag {i + 1}"
+        start, end = _frame(item, "start", what), _frame(item, "end", what)
+        if end < start or start >= num_frames:
+            raise UserError(f"{what}: frames {start}-{end} must satisfy start <= end and "
+                            f"start <= {num_frames - 1}")
+        point = _checked_point(item, what, *image_size)
+        out.append(Drag(start, end, *to_motion_pixels(*point, image_size, motion_size),
+                        ease_frames=max(1, round(DRAG_EASE_S * fps))))
+    return out
+
+
+def simulate_to_folder(image, motion, output, *, forces=(), drags=(), damping: float = DEFAULT_DAMPING,
+                       frames: int = 150, fps: float = 30.0, integrator: str = "exact", mask=None,
+                       video=None, bit_depth: int | None = None, progress=None):
+    """`gdyn simulate`: the still's response to pokes and drags, written like `gdyn animate`.
+
+    image, motion: the still and its spectral volume file (any source).
+    output:        OUTDIR; gets frames/NNNN.png, displacement/NNNN.exr (still
+                   pixels) and motion.safetensors (the volume used, mask in it);
+                   it appears whole or not at all.
+    forces:        dicts {frame, x, y, dx, dy, duration=1}: still pixels, frames from 0.
+    drags:         dicts {start, end, x, y, dx, dy}: hold frames start..end (inclusive).
+    damping, integrator: see `ModalSimulator`; frames, fps: length and rate.
+    mask, video:   optional paths (white moves, black pinned; .mp4/.gif).
+    Returns `animate.AnimateResult`.
+    """
+    from pathlib import Path
+
+    from gdyn_backend import io
+    from gdyn_backend.animate import AnimateResult, make_renderer, render_sequence
+
+    frames, fps = int(frames), float(fps)
+    if frames < 1:
+        raise UserError(f"--frames must be at least 1, got {frames}")
+    if not (np.isfinite(fps) and fps > 0):
+        raise UserError(f"--fps must be a positive number, got {fps}")
+    if video is not None and Path(video).suffix.lower() not in (".mp4", ".gif"):
+        raise UserError(f"--video must end in .mp4 or .gif, got {Path(video).name}")
+    still = io.read_image(image)
+    volume = spectral.load_volume(motion)
+    if not (volume.frequencies_hz > 0).any():
+        raise UserError(f"{motion} has no oscillating bands (only 0 Hz), so nothing can respond to a force")
+    full_mask = io.read_mask(mask, still.width, still.height) if mask is not None else None
+    small_mask = motion_mask(full_mask, volume.width, volume.height) if full_mask is not None else None
+    image_size, motion_size = (still.width, still.height), (volume.width, volume.height)
+    pokes = pokes_from_dicts(forces, image_size, motion_size, frames)
+    holds = drags_from_dicts(drags, image_size, motion_size, frames, fps)
+    simulator = ModalSimulator(volume, damping, fps, integrator, small_mask)
+    pinned = volume.with_amplitude(_masked_amplitude(simulator))
+    weights = spectral.mean_displacement_magnitude(pinned)
+    outdir = Path(output)
+    video = Path(video) if video is not None else None
+    with io.atomic_output_dir(outdir) as tmp:
+        target = tmp / video.name if video is not None and video.resolve().parent == outdir.resolve() else video
+        count = render_sequence(still, simulate(simulator, frames, pokes, holds), weights, tmp, fps=fps,
+                                renderer=make_renderer(), mask=full_mask,
+                                bit_depth=int(bit_depth or still.bit_depth), video=target,
+                                progress=progress, total=frames)
+        spectral.save_volume(pinned, tmp / "motion.safetensors")
+    return AnimateResult(outdir, count, outdir / "motion.safetensors", video)

@@ -4,6 +4,7 @@ Every number below is measured from simulated displacement signals; the
 tolerances are stated next to each assertion.
 """
 
+import cv2
 import numpy as np
 import pytest
 
@@ -246,7 +247,7 @@ def test_state_round_trip_replays_the_same_frames():
 # Volumes from every source
 
 
-def video_volume():
+def video_volume(tmp_path):
     """Motion extracted by optical flow from a synthetic clip with known band motion."""
     flow = pytest.importorskip("gdyn_backend.flow", reason="gdyn_backend.flow is absent")
     fps, t = 30.0, 60
@@ -256,7 +257,7 @@ def video_volume():
     return spectral.volume_from_trajectories(traj, fps, num_bands=16, source="video")
 
 
-def procedural_volume():
+def procedural_volume(tmp_path):
     procedural = pytest.importorskip("gdyn_backend.sources.procedural",
                                      reason="gdyn_backend.sources.procedural is absent")
     from gdyn_backend.io import Still
@@ -267,15 +268,30 @@ def procedural_volume():
                                     mask=np.ones((H, W), np.float32))
 
 
-def model_volume():
-    model = pytest.importorskip("gdyn_backend.sources.model", reason="gdyn_backend.sources.model is absent")
-    return model.tiny_random_volume(synthetic_still(W, H, seed=3), seed=0)
+def model_volume(tmp_path):
+    """A volume sampled from a random-init tiny motion model (no trained weights exist)."""
+    pytest.importorskip("gdyn_backend.sources.model", reason="gdyn_backend.sources.model is absent")
+    import torch
+
+    from gdyn_backend.io import Still
+    from gdyn_backend.model.checkpoint import DataInfo, MotionModel, save_model
+    from gdyn_backend.model.diffusion import DiffusionConfig
+    from gdyn_backend.model.unet import UNET_CONFIGS, MotionUNet
+    from gdyn_backend.model.vae import VAE_CONFIGS, SpectralVAE
+    from gdyn_backend.sources import model
+
+    torch.manual_seed(0)
+    tiny = MotionModel(SpectralVAE(VAE_CONFIGS["tiny"]), spectral.FrequencyNormalizer(np.full(16, 0.5, np.float32)),
+                       DataInfo(W, H, 30.0, 150, 16), MotionUNet(UNET_CONFIGS["tiny"]), DiffusionConfig(),
+                       stage="frequency")
+    path = save_model(tiny, tmp_path / "tiny.safetensors")
+    return model.sample_volume(Still(synthetic_still(W, H, seed=3), None, 8), path, seed=0, steps=2)
 
 
 @pytest.mark.parametrize("make", [video_volume, procedural_volume, model_volume],
                          ids=["video", "procedural", "model"])
-def test_any_source_pokes_and_drags(make):
-    volume = make()
+def test_any_source_pokes_and_drags(make, tmp_path):
+    volume = make(tmp_path)
     sim = dyn.ModalSimulator(volume, damping=0.05)
     h, w = sim.basis.height, sim.basis.width
     # Poke the most mobile point: it moves along the push, at most |d| and at least 0.2 |d|.
@@ -286,7 +302,10 @@ def test_any_source_pokes_and_drags(make):
     d = 3.0 * np.linalg.eigh(np.real(a.T @ np.conj(a)))[1][:, -1]  # the direction it moves most
     disp = np.stack(list(dyn.simulate(sim, 3 * int(volume.fps), [dyn.Poke(0, x, y, *d)])))
     assert np.isfinite(disp).all()
-    along = disp[:, :, y, x] @ (d / 3.0)
+    # The bound is on the motion around p averaged over the force footprint (single pixels are noisy).
+    local = np.array([[cv2.GaussianBlur(f[a], (0, 0), sim.basis.footprint_px, borderType=cv2.BORDER_REPLICATE)[y, x]
+                       for a in range(2)] for f in disp])
+    along = local @ (d / 3.0)
     assert 0.2 * 3.0 < along.max() <= 1.01 * 3.0
     # Drag the same point 2 px: held within a pixel.
     sim.reset()

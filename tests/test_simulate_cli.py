@@ -1,0 +1,79 @@
+"""`gdyn simulate`: OUTDIR layout, image-pixel coordinates, pins, and one-line errors."""
+
+import numpy as np
+import pytest
+
+from gdyn_backend import io, spectral
+from gdyn_backend.cli import main
+from synthetic import band_motion, synthetic_still
+
+IMG_W, IMG_H = 96, 64  # the still; the motion is at half that resolution
+MOT_W, MOT_H = 48, 32
+
+
+@pytest.fixture
+def inputs(tmp_path):
+    io.write_png(tmp_path / "still.png", synthetic_still(IMG_W, IMG_H, seed=4))
+    motion = band_motion(MOT_W, MOT_H, 30.0, 60, bands=(2, 5, 9), seed=2)
+    volume = spectral.volume_from_trajectories(motion.trajectories(60, 30.0), 30.0, num_bands=16)
+    spectral.save_volume(volume, tmp_path / "motion.safetensors")
+    return tmp_path
+
+
+def simulate(inputs, *extra):
+    return main(["simulate", str(inputs / "still.png"), "--motion", str(inputs / "motion.safetensors"),
+                 "-o", str(inputs / "out"), *extra])
+
+
+def test_writes_the_animate_layout_with_forces_and_a_drag(inputs, capsys):
+    rc = simulate(inputs, "--frames", "24", "--fps", "24", "--force", "0:30,20:3,0", "2:60,40:0,2:3",
+                  "--drag", "8-15:70,30:1,-6", "--video", str(inputs / "out" / "sim.mp4"))
+    assert rc == 0
+    out = inputs / "out"
+    assert sorted(p.name for p in (out / "frames").iterdir()) == [f"{i:04d}.png" for i in range(24)]
+    assert len(list((out / "displacement").glob("*.exr"))) == 24
+    assert (out / "sim.mp4").stat().st_size > 0
+    assert spectral.load_volume(out / "motion.safetensors").width == MOT_W
+    disp = [io.read_displacement_exr(out / "displacement" / f"{i:04d}.exr") for i in range(24)]
+    assert disp[0].shape == (2, IMG_H, IMG_W)  # still pixels
+    assert np.abs(disp[0]).max() == 0.0  # frame 0 is the still
+    assert np.abs(disp[1]).max() > 0.01  # the frame-0 poke shows at frame 1 (an impulse: velocity first)
+    assert np.abs(disp[6]).max() > 0.5
+    # The drag is in still pixels: the held pixel sits within a pixel of (+1, -6) (a direction these modes reach) at the end of the hold.
+    assert np.linalg.norm(disp[15][:, 30, 70] - [1.0, -6.0]) < 1.0
+    assert np.linalg.norm(disp[23][:, 30, 70] - disp[15][:, 30, 70]) > 0.3  # released: it moves on
+    first = io.read_image(out / "frames" / "0000.png").rgb
+    np.testing.assert_allclose(first, io.read_image(inputs / "still.png").rgb, atol=2 / 255)
+
+
+def test_mask_pins_exactly(inputs):
+    mask = np.ones((IMG_H, IMG_W, 3), np.float32)
+    mask[:, :40] = 0.0
+    io.write_png(inputs / "mask.png", mask)
+    assert simulate(inputs, "--frames", "10", "--force", "0:70,30:4,2", "--drag", "3-6:20,30:5,0",
+                    "--mask", str(inputs / "mask.png")) == 0
+    disp = np.stack([io.read_displacement_exr(p) for p in sorted((inputs / "out" / "displacement").iterdir())])
+    assert np.abs(disp[..., :40]).max() == 0.0
+    assert np.abs(disp[..., 50:]).max() > 0.1
+
+
+@pytest.mark.parametrize("args", [
+    ["--force", "0:30,20"],                 # no direction
+    ["--force", "x:30,20:1,0"],             # frame not a number
+    ["--force", "0:30;20:1,0"],             # wrong separator
+    ["--force", "0:30,20:1,0:0"],           # zero duration
+    ["--force", "0:300,20:1,0"],            # outside the image
+    ["--force", "99:30,20:1,0"],            # after the last frame
+    ["--drag", "9-3:30,20:1,0"],            # ends before it starts
+    ["--drag", "3:30,20:1,0"],              # no end frame
+    ["--force", "0:30,20:1,0", "--damping", "1.5"],
+    ["--force", "0:30,20:1,0", "--fps", "0"],
+    [],                                     # nothing to simulate
+])
+def test_bad_input_is_one_line_exit_2_and_no_outdir(inputs, capsys, args):
+    rc = simulate(inputs, "--frames", "10", *args)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2
+    assert len(err) == 1 and err[0].startswith("gdyn: error: ")
+    assert not (inputs / "out").exists()
+    assert not list(inputs.glob(".out*"))  # no partial folder left either
