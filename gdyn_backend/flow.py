@@ -107,8 +107,8 @@ def extract_trajectories(frames: Iterable[np.ndarray], start: int = 0,
         raise UserError(f"the window must hold at least 2 frames, got {window}")
     if start < 0:
         raise UserError(f"the start frame must be 0 or later, got {start}")
-    if width < 8 or height < 8:
-        raise UserError(f"motion resolution {width}x{height} is too small; use at least 8x8")
+    if width < 16 or height < 16:
+        raise UserError(f"motion resolution {width}x{height} is too small; use at least 16x16")
     progress = progress or Progress()
     flow = DenseFlow()
     frames = iter(frames)
@@ -238,7 +238,7 @@ def extract_volume(video_path, start: int = 0, window: int = DEFAULT_WINDOW,
         raise UserError(f"--fps must be positive, got {fps}")
     info, frames = open_video(video_path, fps_for_sequences=fps or 30.0)
     if height is None:
-        height = max(8, 2 * round(width * info.height / info.width / 2))
+        height = max(16, 2 * round(width * info.height / info.width / 2))
     try:
         trajectories = extract_trajectories(frames, start, window, width, height, progress)
     finally:

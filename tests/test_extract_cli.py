@@ -115,6 +115,7 @@ def test_folder_without_images(tmp_path, capsys):
     (["--frames", "20", "--size", "256by160"], "size must look like"),
     (["--frames", "20", "--size", "4x4"], "outside 16..8192"),
     (["--frames", "20", "--size", "64x48", "--width", "64"], "either --size or --width"),
+    (["--frames", "20", "--width", "8"], "motion resolution 8x16 is too small"),
     (["--frames", "20", "--fps", "0"], "--fps must be positive"),
 ])
 def test_bad_options(tmp_path, capsys, clip, options, message):

@@ -6,11 +6,16 @@ frequencies k * fps / T. Tolerances, all at 256x160 unless stated:
   - flow of one pair: mean end-point error <= 0.15 px, 95th percentile <= 0.40 px
     (measured 0.05-0.14 px mean over the six photos);
   - bands: the three bands with energy are exactly the known ones, at the
-    known frequencies to 1e-9 Hz, amplitudes within 5 % (median over pixels,
-    measured < 1 %), every other non-zero band below 0.05 px;
+    known frequencies to 1e-9 Hz, each amplitude (median over pixels of
+    |A_k| / known) within 0.04 px or 4 %, whichever is larger (measured:
+    within 0.5 % for 1-2 px bands, down to -4.3 % = 0.02 px for a 0.5 px band
+    in H.264), every other non-zero band below 0.05 px on average (measured
+    0.02 px);
   - the displacement rebuilt from the K = 16 bands: mean error <= 0.15 px
     and 95th percentile <= 0.35 px against the known motion over all
-    frames and pixels (measured about 0.06 px mean, 0.14 px p95).
+    frames and pixels (measured 0.04-0.05 px mean, 0.09-0.11 px p95 on the
+    photos, PNG and H.264; 0.017 / 0.04 px on the synthetic picture; the
+    low-texture photos tulips_vase / tulips_yellow reach 0.10 / 0.26 px).
 """
 
 from __future__ import annotations
@@ -46,7 +51,8 @@ def _assert_recovered(volume, motion, period, bands=BANDS, amplitudes=AMPLITUDES
     np.testing.assert_allclose(volume.frequencies_hz[list(bands)], motion.frequencies_hz, atol=1e-9)
     for band, amplitude in zip(bands, amplitudes):
         ratio = np.median(magnitude[band] / (amplitude * motion.envelope))
-        assert abs(ratio - 1.0) <= 0.05, f"band {band}: amplitude ratio {ratio:.3f}"
+        assert abs(ratio - 1.0) * amplitude <= max(0.04, 0.04 * amplitude), \
+            f"band {band}: amplitude ratio {ratio:.3f} of {amplitude} px"
     others = [k for k in range(1, volume.num_bands) if k not in bands]
     assert energy[[k - 1 for k in others]].max() < 0.05, f"band energies {np.round(energy, 3)}"
     rebuilt = spectral.motion_texture(volume, spectral.frame_times(period, volume.fps))
