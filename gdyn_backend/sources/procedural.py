@@ -1,0 +1,206 @@
+"""The default motion source: a physically shaped spectral prior, no weights.
+
+`sample_volume` turns a still and a `Preset` into a spectral volume
+([K, 4, H, W], pixels of the motion resolution) the same way for everyone
+who has no trained model. It follows what the paper measured and the older
+work it builds on:
+
+* Spectrum (paper fig. 2; Chuang et al. 2005 "stochastic motion
+  textures"): each point is a damped oscillator driven by random wind, so
+  band k gets the amplitude |H(f_k)| * exp(-f_k / decay) with the resonance
+  |H(f)| = 1 / sqrt((1 - r^2)^2 + (2 zeta r)^2), r = f / f0, f0 the geometric
+  centre of the preset's band and zeta its damping. The amplitude falls
+  roughly exponentially with frequency above the band. Band 0 (0 Hz) is 0.
+* Space (Davis et al., image-space modal bases): every band is a smooth
+  complex random field (white noise upsampled with a bicubic kernel from a
+  grid of spacing equal to the correlation length), so motion is coherent
+  within an object; low bands are smoother than high ones. Each object (a
+  connected blob of the "what moves" map) gets its own phase offset per
+  band, gain and wind direction, scaled by the preset's `variation`, so
+  neighbouring flowers do not move in lockstep.
+* Anchors: amplitude grows from an object's attachment (its lowest row for
+  upright plants, its top row for things that hang from the top of the
+  frame) to its free end as (height fraction)^1.5, the shape of a bending
+  cantilever; `stiffness` sets how still the anchor is. Objects that touch
+  no edge of the frame move as a whole.
+* What moves: `gdyn_backend.segmentation.analyze` (colour, texture, focus,
+  superpixels); a user mask replaces it (`mask > 0` may move); fully
+  transparent pixels never move.
+
+Amplitudes: a free pixel at the top of its object has an RMS displacement
+over time of about `preset.amplitude_px` pixels per 512 px of the still's
+long side. Same still, preset, mask and seed give the same volume bit for bit.
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+from gdyn_backend import spectral
+from gdyn_backend.errors import UserError
+from gdyn_backend.io import Still
+from gdyn_backend.presets import REFERENCE_SIZE_PX, Preset
+from gdyn_backend.progress import Progress
+from gdyn_backend.segmentation import MotionRegions, analyze, connected_objects
+
+MOTION_SIZE_PX = 384  # long side of the motion resolution (never above the still's)
+ANCHOR_EXPONENT = 1.5  # amplitude ~ (height above anchor / object height) ** 1.5
+
+
+def motion_resolution(width: int, height: int, motion_size: int = MOTION_SIZE_PX) -> tuple[int, int]:
+    """(w, h) of the motion maps: long side min(motion_size, still's), aspect kept."""
+    scale = min(1.0, motion_size / max(width, height))
+    return max(1, int(round(width * scale))), max(1, int(round(height * scale)))
+
+
+def spectral_envelope(frequencies_hz: np.ndarray, preset: Preset) -> np.ndarray:
+    """Relative amplitude of each band, float64 [K] (unnormalized; 0 at 0 Hz).
+
+    Damped-oscillator resonance at the geometric centre of `preset.band_hz`
+    times exp(-f / preset.decay_hz).
+    """
+    f = np.asarray(frequencies_hz, np.float64)
+    f0 = float(np.sqrt(preset.band_hz[0] * preset.band_hz[1]))
+    r = f / f0
+    response = 1.0 / np.sqrt((1.0 - r * r) ** 2 + (2.0 * preset.damping * r) ** 2)
+    return np.where(f > 0, response * np.exp(-f / preset.decay_hz), 0.0)
+
+
+def _smooth_noise(rng: np.random.Generator, width: int, height: int, length_px: float) -> np.ndarray:
+    """Complex Gaussian random field [H, W] with correlation length ~length_px, unit RMS."""
+    length = max(1.0, length_px)
+    gw, gh = int(np.ceil(width / length)) + 3, int(np.ceil(height / length)) + 3
+    grid = rng.standard_normal((2, gh, gw)).astype(np.float32)
+    # Upsample the grid so that one grid cell spans `length` pixels, centred.
+    big_w, big_h = int(round(gw * length)), int(round(gh * length))
+    x0, y0 = (big_w - width) // 2, (big_h - height) // 2
+    field = np.empty((2, height, width), np.float32)
+    for part in range(2):
+        up = cv2.resize(grid[part], (big_w, big_h), interpolation=cv2.INTER_CUBIC)
+        field[part] = up[y0:y0 + height, x0:x0 + width]
+    noise = field[0] + 1j * field[1]
+    return noise / max(float(np.sqrt(np.mean(np.abs(noise) ** 2))), 1e-6)
+
+
+def anchor_profile(objects: np.ndarray, stiffness: float) -> np.ndarray:
+    """Amplitude factor from anchors, float32 [H, W] in (1 - stiffness)..1.
+
+    Per object, the height fraction (0 at the anchor, 1 at the free end)
+    raised to ANCHOR_EXPONENT: objects touching the bottom of the frame stand
+    on it (anchor = lowest row); objects touching only the top hang from it
+    (anchor = top row); free-floating objects (a leaf on an invisible twig)
+    move as a whole. Pixels outside objects get half of the free motion.
+    """
+    h, _ = objects.shape
+    rows = np.arange(h, dtype=np.float32)[:, None] * np.ones_like(objects, np.float32)
+    fraction = np.full(objects.shape, 0.5 ** (1.0 / ANCHOR_EXPONENT), np.float32)
+    for label in range(1, int(objects.max(initial=0)) + 1):
+        inside = objects == label
+        ys = np.nonzero(inside.any(axis=1))[0]
+        top, bottom = float(ys[0]), float(ys[-1])
+        span = max(bottom - top, 1.0)
+        if bottom == h - 1:
+            fraction[inside] = (bottom - rows[inside]) / span
+        elif top == 0:
+            fraction[inside] = (rows[inside] - top) / span
+        else:
+            fraction[inside] = 1.0
+    return ((1.0 - stiffness) + stiffness * np.clip(fraction, 0, 1) ** ANCHOR_EXPONENT).astype(np.float32)
+
+
+def _object_table(rng: np.random.Generator, count: int, num_bands: int, preset: Preset):
+    """Per object (index 0 = pixels outside objects): phase [n, K], gain [n], angle [n]."""
+    n = count + 1
+    phase = preset.variation * np.pi * rng.uniform(-1.0, 1.0, (n, num_bands))
+    gain = np.exp(0.35 * preset.variation * rng.standard_normal(n))
+    angle = np.deg2rad(preset.direction_deg) + preset.variation * (np.pi / 4) * rng.uniform(-1.0, 1.0, n)
+    return phase, gain, angle
+
+
+def regions_for(still: Still, preset: Preset, width: int, height: int,
+                mask: np.ndarray | None = None) -> MotionRegions:
+    """What moves at the motion resolution: the user mask if given, else the analysis.
+
+    mask: float [H, W] of the still in 0..1 (white moves); `mask > 0` may move.
+    """
+    alpha = None
+    if still.alpha is not None:
+        alpha = cv2.resize(still.alpha, (width, height), interpolation=cv2.INTER_AREA)
+    if mask is None:
+        rgb = cv2.resize(still.rgb, (width, height), interpolation=cv2.INTER_AREA)
+        return analyze(rgb, preset.what_moves, alpha)
+    mask = np.asarray(mask, np.float32)
+    if mask.shape != (still.height, still.width):
+        raise UserError(f"mask is {mask.shape[1]}x{mask.shape[0]} but the image is "
+                        f"{still.width}x{still.height}; read it with io.read_mask to resample it")
+    free = cv2.resize((mask > 0).astype(np.float32), (width, height), interpolation=cv2.INTER_AREA)
+    if alpha is not None:
+        free = free * np.clip(alpha, 0.0, 1.0)
+    return MotionRegions(free, connected_objects(free, threshold=0.0))
+
+
+def sample_volume(still: Still, preset: Preset, seed: int = 0, mask: np.ndarray | None = None,
+                  num_bands: int = spectral.DEFAULT_BANDS, fps: float = 30.0,
+                  period_frames: int = 150, motion_size: int = MOTION_SIZE_PX,
+                  progress: Progress | None = None) -> spectral.SpectralVolume:
+    """A procedural spectral volume for `still`, source "procedural".
+
+    still:   the decoded photo (any size >= 1x1; alpha = 0 never moves).
+    preset:  physical parameters (gdyn_backend.presets.load_preset).
+    seed:    random seed; the same inputs and seed give identical volumes.
+    mask:    optional float [H, W] in 0..1 at the still's size; where it is 0
+             the volume is exactly 0 at motion pixels whose footprint is all
+             black (the pipeline multiplies by the full-res mask as well).
+    num_bands, fps, period_frames: K bands at f_k = k * fps / T Hz.
+    motion_size: long side of the motion resolution in pixels.
+    Returns amplitudes float32 [K, 4, h, w] in pixels of the motion resolution.
+    """
+    if not fps > 0 or period_frames < 2 or not 1 <= num_bands <= period_frames // 2 + 1:
+        raise UserError(f"need fps > 0, period_frames >= 2 and 1 <= bands <= period_frames // 2 + 1; "
+                        f"got fps={fps}, period_frames={period_frames}, bands={num_bands}")
+    width, height = motion_resolution(still.width, still.height, motion_size)
+    progress = progress or Progress()
+    progress.start("motion prior", num_bands + 1)
+    regions = regions_for(still, preset, width, height, mask)
+    progress.advance()
+
+    rng = np.random.default_rng(seed)
+    freqs = spectral.band_frequencies(num_bands, fps, period_frames)
+    envelope = spectral_envelope(freqs, preset)
+    long_side = max(width, height)
+    target_rms = preset.amplitude_px * long_side / REFERENCE_SIZE_PX
+    # RMS over time of sum_k Re(A_k e^{i w t}) is sqrt(sum_k |A_k|^2 / 2) for unit-RMS fields.
+    norm = np.sqrt(np.sum(envelope ** 2) / 2.0)
+    band_scale = envelope * (target_rms / norm if norm > 0 else 0.0)
+
+    objects = regions.objects
+    phase, gain, angle = _object_table(rng, regions.num_objects, num_bands, preset)
+    feather = max(0.7, long_side / 128.0)
+
+    def per_object(values: np.ndarray) -> np.ndarray:
+        return cv2.GaussianBlur(values[objects].astype(np.float32), (0, 0), feather)
+
+    weight = regions.moveability * anchor_profile(objects, preset.stiffness) * per_object(gain)
+    direction = np.stack([per_object(np.cos(angle)), per_object(np.sin(angle))])
+    direction /= np.maximum(np.sqrt((direction ** 2).sum(0)), 1e-6)
+    bias = preset.direction_bias
+    f0 = float(np.sqrt(preset.band_hz[0] * preset.band_hz[1]))
+
+    amplitude = np.zeros((num_bands, 4, height, width), np.float32)
+    for k in range(num_bands):
+        if band_scale[k] == 0:
+            progress.advance()
+            continue
+        # Low bands are smoother in space than high ones (longer modes vibrate slower).
+        length = preset.coherence * long_side * np.sqrt(f0 / max(freqs[k], f0))
+        along, free_x, free_y = (_smooth_noise(rng, width, height, length) for _ in range(3))
+        rotate = per_object(np.cos(phase[:, k])) + 1j * per_object(np.sin(phase[:, k]))
+        common = band_scale[k] * weight * rotate
+        isotropic = np.sqrt(max(0.0, 1.0 - bias * bias))
+        mode_x = common * (bias * direction[0] * along + isotropic * free_x)
+        mode_y = common * (bias * direction[1] * along + isotropic * free_y)
+        amplitude[k] = np.stack([mode_x.real, mode_x.imag, mode_y.real, mode_y.imag])
+        progress.advance()
+    metadata = {"preset": preset.name, "seed": str(int(seed))}
+    return spectral.SpectralVolume(amplitude, freqs, float(fps), int(period_frames), "procedural", metadata)
