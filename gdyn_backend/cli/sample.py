@@ -1,0 +1,46 @@
+"""`gdyn sample IMAGE --checkpoint F -o MOTION.safetensors`: a spectral volume from the model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from gdyn_backend.errors import UserError
+from gdyn_backend.progress import Progress, terminal_bar
+
+
+def run(args) -> int:
+    from gdyn_backend import spectral
+    from gdyn_backend.io import read_image
+    from gdyn_backend.sources.model import sample_volume
+
+    output = Path(args.output)
+    if output.suffix != ".safetensors":
+        raise UserError(f"output must end in .safetensors, got {output.name}")
+    if output.is_dir():
+        raise UserError(f"output {output} is a folder; give a file name ending in .safetensors")
+    still = read_image(args.image)
+    volume = sample_volume(still, args.checkpoint, seed=args.seed, loop=args.loop, steps=args.steps,
+                           guidance=args.guidance, loop_guidance=args.loop_guidance,
+                           progress=Progress(terminal_bar()), loop_frames=args.loop_frames)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    spectral.save_volume(volume, output)
+    print(f"wrote {output}: {volume.num_bands} bands, {volume.width}x{volume.height}, "
+          f"{volume.metadata['ddim_steps']} DDIM steps")
+    return 0
+
+
+def register(sub) -> None:
+    p = sub.add_parser("sample", help="still -> spectral volume with the trained motion model",
+                       description="DDIM sampling with classifier-free guidance; --loop adds the motion "
+                                   "self-guidance of the paper's eq. 5. Needs a model file from "
+                                   "`gdyn train ldm` (no weights ship with gdyn).")
+    p.add_argument("image", help="the still (PNG, JPEG, ...)")
+    p.add_argument("--checkpoint", required=True, help="model.safetensors from `gdyn train ldm`")
+    p.add_argument("-o", "--output", required=True, help="MOTION.safetensors to write")
+    p.add_argument("--loop", action="store_true", help="guide towards a seamless loop (500 steps by default)")
+    p.add_argument("--loop-frames", type=int, help="frames of the loop at the model's fps (default 60)")
+    p.add_argument("--steps", type=int, help="DDIM steps (default 250; 500 with --loop)")
+    p.add_argument("--guidance", type=float, default=1.75, help="classifier-free guidance w (default 1.75)")
+    p.add_argument("--loop-guidance", type=float, default=200.0, help="loop self-guidance u (default 200)")
+    p.add_argument("--seed", type=int, default=0, help="noise seed (same seed, same motion)")
+    p.set_defaults(func=run)

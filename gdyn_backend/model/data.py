@@ -1,0 +1,283 @@
+"""Training pairs (start image, spectral volume) from a folder of videos (paper §7.2).
+
+Layout of a data folder:
+
+    DATA/samples/<clip>-s<start>.safetensors   one accepted pair: tensors
+        `image` uint8 [H, W, 3] (RGB start frame at the motion resolution) and
+        `amplitude` float32 [K, 4, H, W] (pixels); metadata: clip, start frame,
+        fps, period_frames, frequencies_hz, motion statistics.
+    DATA/rejected/<clip>-s<start>.json         a start the §7.2 filters dropped, and why
+    DATA/clips/<clip>.json                     a clip whose every start is done
+    DATA/dataset.json                          size, window, stride, K, fps
+    DATA/normalization.safetensors             eq. 4's per-band scales s_k
+
+Every 10th frame (`stride`) of a clip is a start; the start and the following
+`window - 1` frames give trajectories (flow from the start to each frame,
+`gdyn_backend.flow`), whose K lowest temporal bands are the volume. Every file
+is written atomically, and existing ones are skipped, so an interrupted run
+resumes; `shard=(i, n)` processes only clips i, i+n, i+2n, ... of the sorted
+list so several jobs can share a collection.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections import Counter, deque
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+
+from gdyn_backend import spectral
+from gdyn_backend.errors import UserError
+from gdyn_backend.io import IMAGE_SUFFIXES, open_video
+from gdyn_backend.progress import Progress
+
+VIDEO_SUFFIXES = {".mp4", ".mov", ".avi", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg"}
+PAIR_FORMAT = "gdyn-training-pair"
+NORMALIZATION_FILE = "normalization.safetensors"
+
+
+@dataclass(frozen=True)
+class DatasetConfig:
+    """How pairs are cut: motion size W x H (pixels), start stride, window T, K bands.
+
+    fps: frame rate to assume for image-folder clips (video files use their own).
+    """
+
+    width: int = 256
+    height: int = 160
+    stride: int = 10
+    window: int = 150
+    num_bands: int = spectral.DEFAULT_BANDS
+    fps: float = 30.0
+
+    def validate(self) -> None:
+        if self.width < 8 or self.height < 8:
+            raise UserError(f"--size {self.width}x{self.height} is too small; use at least 8x8")
+        if self.stride < 1:
+            raise UserError(f"--stride must be at least 1, got {self.stride}")
+        if self.window < 2:
+            raise UserError(f"--window must be at least 2 frames, got {self.window}")
+        if not 1 <= self.num_bands <= self.window // 2 + 1:
+            raise UserError(f"--bands must be in 1..{self.window // 2 + 1} for a {self.window}-frame window")
+        if not self.fps > 0:
+            raise UserError(f"--fps must be positive, got {self.fps}")
+
+
+@dataclass
+class DatasetReport:
+    accepted: int = 0
+    rejected: int = 0
+    skipped: int = 0      # starts already done by an earlier run
+    clips: int = 0
+
+
+def find_clips(videos_dir) -> list[Path]:
+    """Video files and image-sequence folders under `videos_dir`, sorted by path."""
+    root = Path(videos_dir)
+    if not root.is_dir():
+        raise UserError(f"videos folder not found: {root}")
+    clips = []
+    for p in sorted(root.rglob("*")):
+        if p.is_file() and p.suffix.lower() in VIDEO_SUFFIXES:
+            clips.append(p)
+        elif p.is_dir() and any(c.suffix.lower() in IMAGE_SUFFIXES for c in p.iterdir() if c.is_file()):
+            clips.append(p)
+    if not clips:
+        raise UserError(f"no videos (or folders of frames) found in {root}")
+    return clips
+
+
+def clip_name(root: Path, clip: Path) -> str:
+    """A file-name-safe unique name for a clip from its path relative to the videos folder."""
+    rel = clip.relative_to(root).as_posix()
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", rel)
+
+
+def _write_json_atomic(path: Path, data: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.partial-{os.getpid()}")
+    tmp.write_text(json.dumps(data, indent=1))
+    os.replace(tmp, path)
+
+
+def save_pair(path: Path, image: np.ndarray, volume: spectral.SpectralVolume) -> None:
+    """Write one pair: image uint8 [H, W, 3] + the volume's amplitude [K, 4, H, W]."""
+    from safetensors.numpy import save_file
+
+    meta = {k: str(v) for k, v in volume.metadata.items()}
+    meta.update({"format": PAIR_FORMAT, "fps": repr(float(volume.fps)), "period_frames": str(volume.period_frames),
+                 "frequencies_hz": json.dumps([float(f) for f in volume.frequencies_hz])})
+    tmp = path.with_name(f".{path.name}.partial-{os.getpid()}")
+    try:
+        save_file({"image": np.ascontiguousarray(image, np.uint8),
+                   "amplitude": np.ascontiguousarray(volume.amplitude, np.float32)}, str(tmp), meta)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def load_pair(path) -> tuple[np.ndarray, spectral.SpectralVolume]:
+    """(image uint8 [H, W, 3], volume) of one sample file."""
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="numpy") as f:
+        meta = f.metadata() or {}
+        image, amplitude = f.get_tensor("image"), f.get_tensor("amplitude")
+    if meta.get("format") != PAIR_FORMAT:
+        raise UserError(f"{path} is not a gdyn training pair")
+    volume = spectral.SpectralVolume(amplitude, np.array(json.loads(meta["frequencies_hz"])), float(meta["fps"]),
+                                     int(meta["period_frames"]), "video")
+    return image, volume
+
+
+def _process_clip(root: Path, clip: Path, out: Path, cfg: DatasetConfig, report: DatasetReport,
+                  progress: Progress) -> float:
+    """Cut one clip into pairs; returns its frame rate."""
+    from gdyn_backend import flow
+
+    name = clip_name(root, clip)
+    info, frames = open_video(clip, fps_for_sequences=cfg.fps)
+    buffer: deque[np.ndarray] = deque(maxlen=cfg.window)
+    try:
+        for index, frame in enumerate(frames):
+            progress.check()
+            h, w = frame.shape[:2]
+            interp = cv2.INTER_AREA if cfg.width <= w and cfg.height <= h else cv2.INTER_LINEAR
+            buffer.append(cv2.resize(np.ascontiguousarray(frame, np.float32), (cfg.width, cfg.height),
+                                     interpolation=interp))
+            start = index - cfg.window + 1
+            if len(buffer) < cfg.window or start % cfg.stride:
+                continue
+            stem = f"{name}-s{start:06d}"
+            sample, rejected = out / "samples" / f"{stem}.safetensors", out / "rejected" / f"{stem}.json"
+            if sample.exists() or rejected.exists():
+                report.skipped += 1
+                continue
+            trajectories = flow.extract_trajectories(list(buffer), 0, cfg.window, cfg.width, cfg.height)
+            stats = flow.motion_statistics(trajectories)
+            reason = flow.check_motion(stats)
+            if reason is not None:
+                _write_json_atomic(rejected, {"clip": clip.name, "start": start, "reason": reason,
+                                              **stats.as_metadata()})
+                report.rejected += 1
+                continue
+            meta = {"clip": clip.relative_to(root).as_posix(), "start_frame": str(start),
+                    "flow_method": flow.FLOW_METHOD, **stats.as_metadata()}
+            volume = spectral.volume_from_trajectories(trajectories, info.fps, cfg.num_bands, "video", meta)
+            image = (np.clip(buffer[0], 0, 1) * 255 + 0.5).astype(np.uint8)
+            save_pair(sample, image, volume)
+            report.accepted += 1
+    finally:
+        close = getattr(frames, "close", None)
+        if close is not None:
+            close()
+    return info.fps
+
+
+def build_dataset(videos_dir, out_dir, cfg: DatasetConfig = DatasetConfig(), shard: tuple[int, int] = (0, 1),
+                  progress: Progress | None = None) -> DatasetReport:
+    """Cut every clip of shard (i, n) into pairs under `out_dir` (see module docstring).
+
+    With a single shard (n = 1) the normalization statistics are computed at
+    the end over all samples in `out_dir`; with several shards run
+    `compute_statistics` (`gdyn dataset --stats-only`) once all are done.
+    """
+    cfg.validate()
+    index, count = shard
+    if not (count >= 1 and 0 <= index < count):
+        raise UserError(f"--shard must be i/n with 0 <= i < n, got {index}/{count}")
+    root, out = Path(videos_dir), Path(out_dir)
+    clips = find_clips(root)[index::count]
+    for sub in ("samples", "rejected", "clips"):
+        (out / sub).mkdir(parents=True, exist_ok=True)
+    _check_or_write_config(out, cfg)
+    progress = progress or Progress()
+    report = DatasetReport()
+    progress.start("dataset", len(clips))
+    for clip in clips:
+        marker = out / "clips" / f"{clip_name(root, clip)}.json"
+        if marker.exists():
+            progress.advance()
+            continue
+        fps = _process_clip(root, clip, out, cfg, report, progress)
+        _write_json_atomic(marker, {"clip": clip.relative_to(root).as_posix(), "fps": fps})
+        report.clips += 1
+        progress.advance()
+    if count == 1:
+        compute_statistics(out)
+    return report
+
+
+def _check_or_write_config(out: Path, cfg: DatasetConfig) -> None:
+    path = out / "dataset.json"
+    if path.exists():
+        old = json.loads(path.read_text())
+        mine = asdict(cfg)
+        differ = [k for k in mine if k != "fps" and old.get(k) != mine[k]]
+        if differ:
+            raise UserError(f"{out} was made with other settings ({', '.join(f'{k}={old.get(k)}' for k in differ)}); "
+                            "use the same flags to resume, or a new output folder")
+        return
+    _write_json_atomic(path, asdict(cfg))
+
+
+def sample_files(data_dir) -> list[Path]:
+    files = sorted((Path(data_dir) / "samples").glob("*.safetensors"))
+    if not files:
+        raise UserError(f"no training pairs in {data_dir}/samples; make them with `gdyn dataset`")
+    return files
+
+
+def compute_statistics(data_dir, progress: Progress | None = None) -> spectral.FrequencyNormalizer:
+    """Eq. 4's scales (97th percentile of |coefficient| per band) over all samples, saved
+    as DATA/normalization.safetensors; the data frame rate goes into dataset.json."""
+    files = sample_files(data_dir)
+    progress = progress or Progress()
+    progress.start("statistics", len(files))
+    stats, rates = None, Counter()
+    for path in files:
+        _, volume = load_pair(path)
+        stats = stats or spectral.NormalizationStatistics(volume.num_bands)
+        stats.add(volume.amplitude)
+        rates[volume.fps] += 1
+        progress.advance()
+    normalizer = stats.normalizer()
+    spectral.save_normalizer(normalizer, Path(data_dir) / NORMALIZATION_FILE)
+    config_path = Path(data_dir) / "dataset.json"
+    config = json.loads(config_path.read_text()) if config_path.exists() else {}
+    config["data_fps"] = rates.most_common(1)[0][0]
+    _write_json_atomic(config_path, config)
+    return normalizer
+
+
+class SpectralPairs(torch.utils.data.Dataset):
+    """Training pairs as tensors: image float32 [3, H, W] in [-1, 1] and the
+    normalized (eq. 4) amplitude float32 [K, 4, H, W].
+
+    `info` describes the volumes; its fps is the most common clip frame rate
+    (the model's bands are k * fps / T Hz).
+    """
+
+    def __init__(self, data_dir):
+        from gdyn_backend.model.checkpoint import DataInfo
+
+        self.files = sample_files(data_dir)
+        self.normalizer = spectral.load_normalizer(Path(data_dir) / NORMALIZATION_FILE)
+        _, volume = load_pair(self.files[0])
+        config_path = Path(data_dir) / "dataset.json"
+        fps = json.loads(config_path.read_text()).get("data_fps", volume.fps) if config_path.exists() else volume.fps
+        self.info = DataInfo(volume.width, volume.height, float(fps), volume.period_frames, volume.num_bands)
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        image, volume = load_pair(self.files[i])
+        img = torch.from_numpy(image).permute(2, 0, 1).float() / 127.5 - 1.0
+        return img, torch.from_numpy(self.normalizer.normalize(volume.amplitude))
