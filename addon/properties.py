@@ -1,0 +1,117 @@
+"""Add-on state: scene settings (`scene.gdyn`), pokes, and add-on preferences.
+
+Units: poke positions are pixels of the still (x right, y down, origin at the
+top-left corner, as in `gdyn simulate --force FRAME:X,Y:DX,DY`); forces are
+pixels of displacement direction times strength; frames are scene frames.
+"""
+
+from __future__ import annotations
+
+import os
+
+import bpy
+from bpy.props import (BoolProperty, CollectionProperty, EnumProperty, FloatProperty,
+                       FloatVectorProperty, IntProperty, PointerProperty, StringProperty)
+
+from . import presets
+
+_preset_items_cache: list = []  # Blender needs the enum item strings kept alive
+
+
+def _preset_items(self, context):
+    if not _preset_items_cache:  # the default preset first: it is the enum's default
+        items = sorted(presets.read_presets(), key=lambda item: item[0] != presets.DEFAULT)
+        _preset_items_cache.extend(items)
+    return _preset_items_cache
+
+
+class GDynPoke(bpy.types.PropertyGroup):
+    """One force on the photo; every number is keyframeable (a moving or pulsing poke)."""
+
+    kind: EnumProperty(name="Kind", items=[
+        ("FORCE", "Force", "A push applied for `duration` frames"),
+        ("DRAG", "Drag", "Hold the point displaced by `force` pixels, then release it to ring down"),
+    ], default="FORCE")
+    frame: IntProperty(name="Frame", description="Scene frame where the poke starts", default=1)
+    duration: IntProperty(name="Duration", description="Frames the poke lasts", default=1, min=1)
+    location: FloatVectorProperty(name="Point", size=2, subtype="XYZ", default=(0.0, 0.0),
+                                  description="Pixel of the still (x right, y down)")
+    force: FloatVectorProperty(name="Force", size=2, subtype="XYZ", default=(4.0, 0.0),
+                               description="Direction times strength, pixels (x right, y down)")
+    enabled: BoolProperty(name="Enabled", default=True)
+
+
+class GDynSettings(bpy.types.PropertyGroup):
+    source: EnumProperty(name="Motion", items=[
+        ("procedural", "Procedural", "Physically shaped motion prior; needs no trained weights"),
+        ("motion", "Motion File", "A spectral volume (.safetensors) from gdyn extract/sample"),
+        ("model", "Model", "The trained motion model (needs a checkpoint)"),
+    ], default="procedural")
+    preset: EnumProperty(name="Preset", items=_preset_items,
+                         description="Named motion settings from the presets folder")
+    motion_file: StringProperty(name="Motion File", subtype="FILE_PATH")
+    checkpoint: StringProperty(name="Checkpoint", subtype="FILE_PATH")
+    use_scene_range: BoolProperty(name="Scene Frames and FPS", default=True,
+                                  description="Use the scene's frame range and frame rate")
+    frames: IntProperty(name="Frames", default=150, min=2, max=100000)
+    fps: FloatProperty(name="FPS", default=30.0, min=1.0, max=1000.0)
+    loop: BoolProperty(name="Loop", default=True, description="Last frame flows into the first")
+    amplitude: FloatProperty(name="Amplitude", default=1.0, min=0.0, soft_max=5.0,
+                             description="Scale of the motion (1 = as generated)")
+    speed: FloatProperty(name="Speed", default=1.0, min=0.01, soft_max=5.0,
+                         description="Tempo of the motion (2 = twice as fast)")
+    seed: IntProperty(name="Seed", default=0, min=0)
+    mask: PointerProperty(name="Mask", type=bpy.types.Image,
+                          description="White moves, black is pinned (an image saved on disk)")
+    output_dir: StringProperty(name="Output", subtype="DIR_PATH", default="//gdyn/",
+                               description="Folder for animation outputs; each run makes a new subfolder")
+    use_sequencer: BoolProperty(name="Sequencer Strip", default=False,
+                                description="Also add the frames as an image strip in the Sequencer")
+    damping: FloatProperty(name="Damping", default=0.05, min=0.0, max=1.0,
+                           description="Damping ratio of every mode for Simulate")
+    drag_hold: IntProperty(name="Drag Hold", default=12, min=1,
+                           description="Frames a dragged point is held before it is released")
+    pokes: CollectionProperty(type=GDynPoke)
+    active_poke: IntProperty(name="Active Poke", default=0)
+    last_output: StringProperty(name="Last Output", subtype="DIR_PATH",
+                                description="Output folder of the last Animate or Simulate")
+    export_format: EnumProperty(name="Format", items=[
+        ("MP4", "MP4", "H.264 video"), ("GIF", "GIF", "Animated GIF"),
+        ("PNG", "PNG Frames", "A folder of PNG frames and EXR displacement maps"),
+    ], default="MP4")
+    export_path: StringProperty(name="Export To", subtype="FILE_PATH", default="//gdyn_loop")
+
+
+class GDynPreferences(bpy.types.AddonPreferences):
+    bl_idname = __package__
+
+    backend_python: StringProperty(
+        name="Backend Python", subtype="FILE_PATH",
+        description="Python of a venv with gdyn installed, e.g. /path/to/gdyn/.venv/bin/python")
+
+    def draw(self, context):
+        col = self.layout.column()
+        col.prop(self, "backend_python")
+        col.label(text="Create it with the README's main command; it makes .venv with gdyn and torch.")
+
+
+def backend_python(context) -> str:
+    """The backend interpreter: the preference, else $GDYN_PYTHON, else ''."""
+    addon = context.preferences.addons.get(__package__)
+    path = addon.preferences.backend_python if addon is not None else ""
+    return bpy.path.abspath(path) if path else os.environ.get("GDYN_PYTHON", "")
+
+
+CLASSES = (GDynPoke, GDynSettings, GDynPreferences)
+
+
+def register():
+    for cls in CLASSES:
+        bpy.utils.register_class(cls)
+    bpy.types.Scene.gdyn = PointerProperty(type=GDynSettings)
+
+
+def unregister():
+    del bpy.types.Scene.gdyn
+    for cls in reversed(CLASSES):
+        bpy.utils.unregister_class(cls)
