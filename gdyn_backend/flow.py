@@ -69,8 +69,6 @@ class DenseFlow:
     One instance holds OpenCV state and is not thread-safe; make one per thread.
     """
 
-    method = FLOW_METHOD
-
     def __init__(self):
         dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM)
         dis.setFinestScale(0)  # refine down to full motion resolution (preset: half)

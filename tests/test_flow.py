@@ -226,5 +226,6 @@ def test_progress_reports_every_pair_and_cancel_stops(tmp_path):
 
 def test_short_iterator_says_how_many_frames_there_are():
     frames = [synthetic_still(64, 48)] * 7
-    with pytest.raises(UserError, match=r"ends after 7 readable frames but start frame 2 \+ window 8 needs 10"):
+    expected = r"ends after 7 readable frames but start frame 2 \+ window 8 needs 10"
+    with pytest.raises(UserError, match=expected):
         extract_trajectories(iter(frames), start=2, window=8, width=64, height=48)
