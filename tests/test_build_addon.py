@@ -1,0 +1,73 @@
+"""build_addon.py makes an extension zip that holds the add-on and registers in real bpy."""
+
+from __future__ import annotations
+
+import importlib
+import subprocess
+import sys
+import tomllib
+import zipfile
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("dist") / "gdyn_addon.zip"
+    proc = subprocess.run([sys.executable, str(ROOT / "build_addon.py"), "-o", str(out)],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    return out
+
+
+def test_zip_holds_manifest_code_and_presets(built, tmp_path):
+    with zipfile.ZipFile(built) as archive:
+        names = set(archive.namelist())
+        manifest = tomllib.loads(archive.read("blender_manifest.toml").decode())
+    assert manifest["id"] == "gdyn" and manifest["type"] == "add-on"
+    assert manifest["blender_version_min"] == "4.2.0"
+    assert {p.name for p in (ROOT / "addon").glob("*.py")} <= names
+    assert {f"presets/{p.name}" for p in (ROOT / "presets").glob("*.toml")} <= names
+    assert len({n for n in names if n.startswith("presets/")}) >= 5
+    assert not [n for n in names if "__pycache__" in n or n.endswith(".pyc")]
+    again = tmp_path / "again.zip"
+    subprocess.run([sys.executable, str(ROOT / "build_addon.py"), "-o", str(again)], check=True,
+                   capture_output=True, timeout=60)
+    assert again.read_bytes() == built.read_bytes()  # reproducible
+
+
+def test_zip_package_imports_and_registers_in_bpy(built, tmp_path):
+    bpy = pytest.importorskip("bpy")
+    package = tmp_path / "site" / "gdyn_ext"
+    with zipfile.ZipFile(built) as archive:
+        archive.extractall(package)
+    sys.path.insert(0, str(package.parent))
+    try:
+        module = importlib.import_module("gdyn_ext")
+        module.register()
+        try:
+            assert bpy.types.GDYN_PT_main.bl_category == "GDyn"
+            assert hasattr(bpy.context.scene, "gdyn") and bpy.ops.gdyn.animate.poll() in (True, False)
+            presets = importlib.import_module("gdyn_ext.presets")
+            assert presets.presets_dir() == package / "presets"  # the zip's own presets
+            assert "gentle_breeze" in [name for name, _, _ in presets.read_presets()]
+        finally:
+            module.unregister()
+        assert not hasattr(bpy.types, "GDYN_PT_main") and not hasattr(bpy.types.Scene, "gdyn")
+    finally:
+        sys.path.remove(str(package.parent))
+
+
+def test_addon_never_imports_torch_cv2_or_the_backend(built, tmp_path):
+    pytest.importorskip("bpy")
+    with zipfile.ZipFile(built) as archive:
+        archive.extractall(tmp_path / "gdyn_ext")
+    code = ("import sys; sys.path.insert(0, sys.argv[1]); import bpy, gdyn_ext; gdyn_ext.register(); "
+            "print(sorted(m for m in ('torch', 'cv2', 'gdyn_backend') if m in sys.modules))")
+    proc = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip().splitlines()[-1] == "[]"
