@@ -123,7 +123,9 @@ class ModalBasis:
         weights = np.empty(2 * self.num_modes, np.float32)
         weights[0::2] = q.real
         weights[1::2] = -q.imag  # Re(A q) = Re A Re q - Im A Im q
-        return (weights @ self._stacked).reshape(2, self.height, self.width)
+        # einsum's own loop, not BLAS: measured 0.5 ms at 256x144 x 15 modes between renderer
+        # calls, where a BLAS matrix-vector product waiting on its sleeping threads took 3-10 ms.
+        return np.einsum("k,kn->n", weights, self._stacked).reshape(2, self.height, self.width)
 
     def shape_at(self, x: float, y: float, smoothed: bool) -> np.ndarray:
         """Mode shapes at a (fractional) pixel, bilinear, complex128 [M, 2]."""
@@ -307,7 +309,7 @@ class ModalSimulator:
 
     @property
     def state(self) -> dict:
-        """A copy of the state: {'q', 'v', 'frame', 'held'}; give it back to `set_state`."""
+        """A copy of the state: {'q', 'v', 'frame', 'held', 'forces'}; give it back to `set_state`."""
         return {"q": self.q.copy(), "v": self.v.copy(), "frame": self.frame,
                 "held": None if self._held is None else self._held.copy(),
                 "forces": [(f.copy(), n) for f, n in self._forces]}
