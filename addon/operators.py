@@ -10,7 +10,7 @@ changed after a job succeeds, and only by adding or replacing "GDyn" nodes.
 from __future__ import annotations
 
 import bpy
-from bpy.props import IntProperty
+from bpy.props import IntProperty, StringProperty
 
 from . import compositor, jobs
 from .backend_client import BackendError
@@ -28,12 +28,27 @@ def active_image(context):
     return None
 
 
-def source_image(context):
-    """The photo to animate: the active image, unless it is a gdyn output sequence."""
+def source_image(context, name: str = ""):
+    """The photo to work on: the image called `name`; else the Image Editor's image (or,
+    when that is a gdyn output sequence, the photo it was made from); else the scene's
+    last photo (`scene.gdyn.photo`)."""
+    if name:
+        image = bpy.data.images.get(name)
+        if image is None:
+            raise BackendError(f"there is no image called {name!r}")
+        return image
     image = active_image(context)
     stored = image.get("gdyn_source") if image is not None else None
     if stored:
         return bpy.data.images.get(stored) or image
+    return image or context.scene.gdyn.photo
+
+
+def _require_image(context, name: str):
+    image = source_image(context, name)
+    if image is None:
+        raise BackendError("open a photo in the Image Editor first")
+    context.scene.gdyn.photo = image
     return image
 
 
@@ -43,6 +58,9 @@ class _JobOperator:
     _job = None
     _timer = None
     verb = "Working"
+
+    image: StringProperty(name="Image", description="Name of the image to use "
+                          "(default: the one shown in the Image Editor)")
 
     def start(self, context):
         raise NotImplementedError
@@ -141,9 +159,7 @@ class GDYN_OT_animate(_WiresFrames, bpy.types.Operator):
     verb = "Animate"
 
     def start(self, context):
-        self._source = source_image(context)
-        if self._source is None:
-            raise BackendError("open a photo in the Image Editor first")
+        self._source = _require_image(context, self.image)
         return jobs.start_animate(context.scene, self._source)
 
 
@@ -155,9 +171,7 @@ class GDYN_OT_simulate(_WiresFrames, bpy.types.Operator):
     verb = "Simulate"
 
     def start(self, context):
-        self._source = source_image(context)
-        if self._source is None:
-            raise BackendError("open a photo in the Image Editor first")
+        self._source = _require_image(context, self.image)
         return jobs.start_simulate(context.scene, self._source)
 
 
@@ -169,14 +183,27 @@ class GDYN_OT_export_loop(_JobOperator, bpy.types.Operator):
     verb = "Export"
 
     def start(self, context):
-        image = source_image(context)
-        if image is None:
-            raise BackendError("open a photo in the Image Editor first")
-        return jobs.start_export(context.scene, image)
+        return jobs.start_export(context.scene, _require_image(context, self.image))
 
     def finished(self, context, job):
         result = job.result
         self.report({"INFO"}, f"GDyn: loop written to {result.get('video') or result['output']}")
+
+
+class GDYN_OT_check_backend(_JobOperator, bpy.types.Operator):
+    """Start the backend and report its versions and compute device"""
+
+    bl_idname = "gdyn.check_backend"
+    bl_label = "Check Backend"
+    verb = "Check"
+
+    def start(self, context):
+        return jobs.request("info", {})
+
+    def finished(self, context, job):
+        info = job.result
+        self.report({"INFO"}, f"GDyn backend: gdyn {info.get('gdyn')}, torch {info.get('torch')}, "
+                              f"device {info.get('device')}, python {info.get('python')}")
 
 
 def _image_size(context) -> tuple[int, int]:
@@ -237,7 +264,8 @@ class GDYN_OT_drag_poke(bpy.types.Operator):
 
     @classmethod
     def poll(cls, context):
-        return context.area is not None and context.area.type == "IMAGE_EDITOR" and active_image(context)
+        return (context.area is not None and context.area.type == "IMAGE_EDITOR"
+                and active_image(context) is not None)
 
     def invoke(self, context, event):
         self._start = None
@@ -276,5 +304,5 @@ class GDYN_OT_drag_poke(bpy.types.Operator):
         return {"RUNNING_MODAL"}
 
 
-CLASSES = (GDYN_OT_animate, GDYN_OT_simulate, GDYN_OT_export_loop, GDYN_OT_add_poke,
+CLASSES = (GDYN_OT_animate, GDYN_OT_simulate, GDYN_OT_export_loop, GDYN_OT_check_backend, GDYN_OT_add_poke,
            GDYN_OT_remove_poke, GDYN_OT_drag_poke)

@@ -71,6 +71,8 @@ class GDynSettings(bpy.types.PropertyGroup):
                            description="Damping ratio of every mode for Simulate")
     drag_hold: IntProperty(name="Drag Hold", default=12, min=1,
                            description="Frames a dragged point is held before it is released")
+    photo: PointerProperty(name="Photo", type=bpy.types.Image,
+                           description="The photo last animated (used when no Image Editor shows one)")
     pokes: CollectionProperty(type=GDynPoke)
     active_poke: IntProperty(name="Active Poke", default=0)
     last_output: StringProperty(name="Last Output", subtype="DIR_PATH",
@@ -93,6 +95,7 @@ class GDynPreferences(bpy.types.AddonPreferences):
         col = self.layout.column()
         col.prop(self, "backend_python")
         col.label(text="Create it with the README's main command; it makes .venv with gdyn and torch.")
+        col.operator("gdyn.check_backend")
 
 
 def backend_python(context) -> str:

@@ -243,3 +243,42 @@ def test_dead_backend_is_reported_and_restarted(gdyn, tmp_path):
     again = run_job(gdyn, gdyn.start_animate(scene, image))
     assert again.error is None and gdyn.client().pid != old_pid
     assert compositor(scene).nodes["GDyn Frames"].frame_duration == FRAMES
+
+
+def wait_idle(jobs, timeout: float = 120.0) -> None:
+    deadline = time.monotonic() + timeout
+    while jobs.client().busy:
+        assert time.monotonic() < deadline, "the backend did not finish"
+        jobs.poll()
+        time.sleep(0.01)
+
+
+def test_operators_from_a_script(gdyn, tmp_path):
+    """The operators as a script calls them (no window: they start the job, the poll finishes it)."""
+    image_file, motion = tiny_inputs(tmp_path)
+    scene = fresh_scene(tmp_path, 48, 32, "script", active=True)
+    with pytest.raises(RuntimeError, match="open a photo in the Image Editor first"):
+        bpy.ops.gdyn.animate()
+    image = bpy.data.images.load(str(image_file))
+    scene.gdyn.source, scene.gdyn.motion_file = "motion", str(motion)
+    assert bpy.ops.gdyn.animate(image=image.name) == {"FINISHED"}
+    wait_idle(gdyn)
+    outdir = Path(scene.gdyn.last_output)
+    assert len(list((outdir / "frames").glob("*.png"))) == FRAMES
+    assert compositor(scene).nodes["GDyn Frames"].image.filepath.startswith(str(outdir))
+
+    assert bpy.ops.gdyn.add_poke() == {"FINISHED"}
+    assert tuple(scene.gdyn.pokes[0].location) == (24.0, 16.0)  # the middle of the 48x32 photo
+    assert bpy.ops.gdyn.simulate(image=image.name) == {"FINISHED"}
+    wait_idle(gdyn)
+    assert "simulate" in Path(scene.gdyn.last_output).name
+    assert bpy.ops.gdyn.remove_poke(index=0) == {"FINISHED"} and len(scene.gdyn.pokes) == 0
+
+    scene.gdyn.export_format, scene.gdyn.export_path = "MP4", str(tmp_path / "plate")
+    assert bpy.ops.gdyn.export_loop(image=image.name) == {"FINISHED"}
+    wait_idle(gdyn)
+    assert (tmp_path / "plate.mp4").stat().st_size > 0
+    assert len(list((tmp_path / "plate" / "frames").glob("*.png"))) == FRAMES
+    assert bpy.ops.gdyn.export_loop(image=image.name) == {"FINISHED"}  # never overwrites
+    wait_idle(gdyn)
+    assert (tmp_path / "plate_001.mp4").is_file() and (tmp_path / "plate.mp4").is_file()
