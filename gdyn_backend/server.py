@@ -66,8 +66,11 @@ class Server:
     def send(self, message: dict) -> None:
         line = json.dumps(message, separators=(",", ":"))
         with self._write_lock:
-            self._stdout.write(line + "\n")
-            self._stdout.flush()
+            try:
+                self._stdout.write(line + "\n")
+                self._stdout.flush()
+            except (BrokenPipeError, ValueError, OSError):  # the add-on is gone: nobody to tell
+                pass
 
     def _reply_error(self, rid, message: str) -> None:
         self.send({"id": rid, "error": _one_line(message)})
