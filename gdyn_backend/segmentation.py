@@ -122,24 +122,27 @@ def plant_score(rgb: np.ndarray, detail: np.ndarray) -> np.ndarray:
     bright textured white parts (seed heads). Still cues win over moving
     cues: very dark pixels (black backgrounds), brown soil (warm hue, dull),
     smooth pale tinted surfaces (walls, vases, clouds) and blue sky.
+    A picture without colour (grayscale) moves its textured, not-dark parts.
     """
     h, w = detail.shape
     hue, sat, val = _hsv(rgb)
     ref = max(float(np.percentile(detail, 99)), 1e-4)
     textured = _ramp(detail / ref, 0.08, 0.3)
+    if float(np.percentile(sat, 99)) < 0.05:  # no colour (grayscale): texture decides
+        return (textured * _ramp(val, 0.06, 0.14)).astype(np.float32)
     radius = max(1, int(round(max(h, w) / 40)))
     kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1,) * 2)
-    in_focus = _ramp(cv2.dilate(detail, kernel) / ref, 0.25, 0.6)
+    in_focus = _ramp(cv2.dilate(detail, kernel) / ref, 0.35, 0.75)
     sky_hue = _hue_window(hue, 215.0, 35.0)
     green = _hue_window(hue, 105.0, 45.0) * _ramp(sat, 0.1, 0.25) * _ramp(val, 0.08, 0.2)
-    green = green * (0.15 + 0.85 * in_focus)
+    green = green * (0.1 + 0.9 * in_focus)
     petal = (1.0 - sky_hue) * _ramp(sat, 0.35, 0.6) * _ramp(val, 0.35, 0.55)
     pink = _hue_window(hue, 330.0, 35.0, 10.0) * _ramp(sat, 0.1, 0.2) * _ramp(val, 0.45, 0.6)
     white = (1.0 - _ramp(sat, 0.1, 0.16)) * _ramp(val, 0.62, 0.76) * (1.0 - sky_hue * _ramp(sat, 0.04, 0.08))
     white_textured = _ramp(val, 0.45, 0.65) * (1.0 - _ramp(sat, 0.2, 0.35)) * textured
     moving = np.maximum.reduce([green, petal, pink, white, white_textured])
     dark = 1.0 - _ramp(val, 0.06, 0.14)
-    soil = _hue_window(hue, 25.0, 22.0) * (1.0 - _ramp(sat, 0.35, 0.55)) * (1.0 - _ramp(val, 0.75, 0.9))
+    soil = _hue_window(hue, 28.0, 18.0, 10.0) * (1.0 - _ramp(sat, 0.4, 0.6)) * (1.0 - _ramp(val, 0.75, 0.9))
     pale_smooth = _ramp(sat, 0.12, 0.18) * (1.0 - _ramp(sat, 0.25, 0.4)) * (1.0 - textured)
     sky = sky_hue * _ramp(sat, 0.1, 0.2) * (1.0 - textured)
     still = np.maximum.reduce([dark, soil * (1.0 - np.maximum(green, pink)), pale_smooth, sky])

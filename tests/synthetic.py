@@ -198,3 +198,38 @@ def ssim(image: np.ndarray, reference: np.ndarray) -> float:
     sxx, syy, sxy = blur(x * x) - mx * mx, blur(y * y) - my * my, blur(x * y) - mx * my
     s = ((2 * mx * my + c1) * (2 * sxy + c2)) / ((mx * mx + my * my + c1) * (sxx + syy + c2))
     return float(s.mean())
+
+
+def plant_scene(width: int = 192, height: int = 144, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """A still with an exactly known moving foreground, for the procedural prior.
+
+    Background: smooth blue sky (top), smooth pale beige wall (middle), dull
+    brown grainy soil (bottom). Foreground: green textured stems and leaves
+    rising from the soil and saturated red/yellow flower heads on them.
+    Returns (rgb float32 [H, W, 3] in 0..1, foreground bool [H, W]).
+    """
+    rng = np.random.default_rng(seed)
+    img = np.empty((height, width, 3), np.float32)
+    sky_end, soil_start = int(0.35 * height), int(0.8 * height)
+    t = np.linspace(0, 1, sky_end, dtype=np.float32)[:, None, None]
+    img[:sky_end] = np.array([0.30, 0.50, 0.85], np.float32) * (1 - t) + np.array([0.55, 0.70, 0.92]) * t
+    img[sky_end:soil_start] = np.array([0.80, 0.74, 0.62], np.float32)
+    grain = cv2.GaussianBlur(rng.random((height - soil_start, width)).astype(np.float32), (0, 0), 0.8)
+    img[soil_start:] = np.array([0.42, 0.30, 0.20], np.float32) * (0.8 + 0.4 * grain[..., None])
+    fg = np.zeros((height, width), np.uint8)
+    canvas = img.copy()
+    leaf_texture = 0.75 + 0.5 * cv2.GaussianBlur(rng.random((height, width)).astype(np.float32), (0, 0), 0.7)
+    for i, x in enumerate(np.linspace(0.2, 0.8, 3) * width):
+        x, top = int(x), int(height * (0.15 + 0.1 * i))
+        layer = np.zeros_like(fg)
+        cv2.line(layer, (x, height - 1), (x, top), 1, max(2, width // 60))
+        cv2.ellipse(layer, (x - width // 20, (top + height) // 2), (width // 14, height // 30), 30, 0, 360, 1, -1)
+        green = np.array([0.20, 0.55, 0.15], np.float32) * leaf_texture[..., None]
+        canvas = np.where(layer[..., None] > 0, green, canvas)
+        fg |= layer
+        head = np.zeros_like(fg)
+        cv2.circle(head, (x, top), max(3, width // 16), 1, -1)
+        colour = np.array([[0.85, 0.10, 0.10], [0.95, 0.80, 0.10], [0.90, 0.30, 0.60]][i], np.float32)
+        canvas = np.where(head[..., None] > 0, colour * leaf_texture[..., None], canvas)
+        fg |= head
+    return np.clip(canvas, 0, 1).astype(np.float32), fg.astype(bool)

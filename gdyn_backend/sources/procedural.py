@@ -7,10 +7,11 @@ work it builds on:
 
 * Spectrum (paper fig. 2; Chuang et al. 2005 "stochastic motion
   textures"): each point is a damped oscillator driven by random wind, so
-  band k gets the amplitude |H(f_k)| * exp(-f_k / decay) with the resonance
-  |H(f)| = 1 / sqrt((1 - r^2)^2 + (2 zeta r)^2), r = f / f0, f0 the geometric
-  centre of the preset's band and zeta its damping. The amplitude falls
-  roughly exponentially with frequency above the band. Band 0 (0 Hz) is 0.
+  band k gets the amplitude |H(f_k)| * exp(-(f_k - lo) / decay) with the
+  resonance |H(f)| = 1 / sqrt((1 - r^2)^2 + (2 zeta r)^2), r = f / f0, f0 the
+  geometric centre of the preset's band [lo, hi] and zeta its damping; below
+  lo it rolls off linearly. The amplitude peaks in the band and falls
+  roughly exponentially with frequency above it. Band 0 (0 Hz) is 0.
 * Space (Davis et al., image-space modal bases): every band is a smooth
   complex random field (white noise upsampled with a bicubic kernel from a
   grid of spacing equal to the correlation length), so motion is coherent
@@ -57,14 +58,18 @@ def motion_resolution(width: int, height: int, motion_size: int = MOTION_SIZE_PX
 def spectral_envelope(frequencies_hz: np.ndarray, preset: Preset) -> np.ndarray:
     """Relative amplitude of each band, float64 [K] (unnormalized; 0 at 0 Hz).
 
-    Damped-oscillator resonance at the geometric centre of `preset.band_hz`
-    times exp(-f / preset.decay_hz).
+    With lo, hi = preset.band_hz and f0 = sqrt(lo * hi): the damped-oscillator
+    resonance |H(f)| at f0 with damping ratio `preset.damping`, times
+    exp(-(f - lo) / decay_hz) above lo (the exponential fall of paper fig. 2)
+    and a linear roll-off f / lo below it (slower drifts would read as the
+    object sliding, not swaying).
     """
     f = np.asarray(frequencies_hz, np.float64)
-    f0 = float(np.sqrt(preset.band_hz[0] * preset.band_hz[1]))
-    r = f / f0
+    low, high = preset.band_hz
+    r = f / np.sqrt(low * high)
     response = 1.0 / np.sqrt((1.0 - r * r) ** 2 + (2.0 * preset.damping * r) ** 2)
-    return np.where(f > 0, response * np.exp(-f / preset.decay_hz), 0.0)
+    shape = np.minimum(1.0, f / low) * np.exp(-np.maximum(f - low, 0.0) / preset.decay_hz)
+    return np.where(f > 0, response * shape, 0.0)
 
 
 def _smooth_noise(rng: np.random.Generator, width: int, height: int, length_px: float) -> np.ndarray:
