@@ -27,8 +27,8 @@ from gdyn_backend import io  # noqa: E402
 from test_server import tiny_inputs  # noqa: E402
 
 FRAMES = 6
-RENDER_TOLERANCE = 1.5 / 255  # 8-bit PNG in, sRGB -> linear -> Standard view -> 8-bit PNG out
-MAP_TOLERANCE_PX = 2e-3  # EXR maps through the compositor (float, Non-Color)
+RENDER_TOLERANCE = 1.5 / 255  # 8-bit PNG in, sRGB -> linear -> Standard view -> 8-bit out; measured 1/255
+MAP_TOLERANCE_PX = 1e-4  # EXR maps through the compositor (float, Non-Color); measured 0.0
 
 
 @pytest.fixture(scope="module")
