@@ -39,8 +39,13 @@ def compositor_tree(scene):
             tree.interface.new_socket("Image", in_out="OUTPUT", socket_type="NodeSocketColor")
             scene.compositing_node_group = tree
         return tree
+    created = scene.node_tree is None
     scene.use_nodes = True
-    return scene.node_tree
+    tree = scene.node_tree
+    if created:  # Blender's default Render Layers node would need a camera to render
+        for node in [n for n in tree.nodes if n.bl_idname == "CompositorNodeRLayers"]:
+            tree.nodes.remove(node)
+    return tree
 
 
 def output_socket(tree):

@@ -66,7 +66,8 @@ def test_addon_never_imports_torch_cv2_or_the_backend(built, tmp_path):
     with zipfile.ZipFile(built) as archive:
         archive.extractall(tmp_path / "gdyn_ext")
     code = ("import sys; sys.path.insert(0, sys.argv[1]); import bpy, gdyn_ext; gdyn_ext.register(); "
-            "print(sorted(m for m in ('torch', 'cv2', 'gdyn_backend') if m in sys.modules))")
+            "print(sorted(m for m in ('torch', 'cv2', 'gdyn_backend') if m in sys.modules)); "
+            "gdyn_ext.unregister()")
     proc = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True,
                           timeout=120)
     assert proc.returncode == 0, proc.stderr
