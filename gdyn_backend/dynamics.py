@@ -69,6 +69,7 @@ above 1 whenever w dt > 2 xi (e.g. a 3 Hz mode at 30 fps with xi = 0.05).
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass, field
 
@@ -584,8 +585,9 @@ def simulate_to_folder(image, motion, output, *, forces=(), drags=(), damping: f
 
     image, motion: the still and its spectral volume file (any source).
     output:        OUTDIR; gets frames/NNNN.png, displacement/NNNN.exr (still
-                   pixels) and motion.safetensors (the volume used, mask in it);
-                   it appears whole or not at all.
+                   pixels) and motion.safetensors (the volume used, mask in it,
+                   and metadata `simulation`: JSON of the settings, forces and
+                   drags); it appears whole or not at all.
     forces:        dicts {frame, x, y, dx, dy, duration=1}: still pixels, frames from 0.
     drags:         dicts {start, end, x, y, dx, dy}: hold frames start..end (inclusive).
     damping, integrator: see `ModalSimulator`; frames, fps: length and rate.
@@ -614,7 +616,10 @@ def simulate_to_folder(image, motion, output, *, forces=(), drags=(), damping: f
     pokes = pokes_from_dicts(forces, image_size, motion_size, frames)
     holds = drags_from_dicts(drags, image_size, motion_size, frames, fps)
     simulator = ModalSimulator(volume, damping, fps, integrator, small_mask)
-    pinned = volume.with_amplitude(_masked_amplitude(simulator))
+    record = {"damping": simulator.damping, "integrator": integrator, "fps": fps, "frames": frames,
+              "forces": list(forces), "drags": list(drags)}  # still pixels, as given
+    pinned = volume.with_amplitude(_masked_amplitude(simulator),
+                                   metadata={**volume.metadata, "simulation": json.dumps(record)})
     weights = spectral.mean_displacement_magnitude(pinned)
     outdir = Path(output)
     video = Path(video) if video is not None else None

@@ -1,5 +1,7 @@
 """`gdyn simulate`: OUTDIR layout, image-pixel coordinates, pins, and one-line errors."""
 
+import json
+
 import numpy as np
 import pytest
 
@@ -33,7 +35,11 @@ def test_writes_the_animate_layout_with_forces_and_a_drag(inputs, capsys):
     assert sorted(p.name for p in (out / "frames").iterdir()) == [f"{i:04d}.png" for i in range(24)]
     assert len(list((out / "displacement").glob("*.exr"))) == 24
     assert (out / "sim.mp4").stat().st_size > 0
-    assert spectral.load_volume(out / "motion.safetensors").width == MOT_W
+    saved = spectral.load_volume(out / "motion.safetensors")
+    assert saved.width == MOT_W
+    record = json.loads(saved.metadata["simulation"])
+    assert record["forces"][1] == {"frame": 2, "x": 60.0, "y": 40.0, "dx": 0.0, "dy": 2.0, "duration": 3}
+    assert record["drags"][0]["end"] == 15 and record["damping"] == 0.05
     disp = [io.read_displacement_exr(out / "displacement" / f"{i:04d}.exr") for i in range(24)]
     assert disp[0].shape == (2, IMG_H, IMG_W)  # still pixels
     assert np.abs(disp[0]).max() == 0.0  # frame 0 is the still
