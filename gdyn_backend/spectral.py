@@ -160,11 +160,17 @@ def motion_texture(volume: SpectralVolume, times_s, anchored: bool = True) -> np
     Memory is N * 2 * H * W floats: stream long animations with
     `displacement_at` instead.
     """
-    weights = _phase_table(volume.frequencies_hz, np.atleast_1d(times_s), anchored)
-    k, _, h, w = volume.amplitude.shape
-    amp = volume.amplitude.reshape(k, 2, 2, h * w)  # [K, axis, re/im, HW]
-    out = np.einsum("nkc,kacp->nap", weights.astype(np.float32), amp, optimize=True)
-    return out.reshape(-1, 2, h, w).astype(np.float32, copy=False)
+    weights = _phase_table(volume.frequencies_hz, np.atleast_1d(times_s), anchored).astype(np.float32)
+    n, k = weights.shape[:2]
+    _, _, h, w = volume.amplitude.shape
+    # One matrix product on the contiguous [K*4, HW] amplitudes (no per-call
+    # transposed copy): row (t, x) weights channels (Re x, Im x) of every band,
+    # row (t, y) weights (Re y, Im y).
+    mixing = np.zeros((n, 2, k, 4), np.float32)
+    mixing[:, 0, :, 0:2] = weights
+    mixing[:, 1, :, 2:4] = weights
+    out = mixing.reshape(n * 2, k * 4) @ volume.amplitude.reshape(k * 4, h * w)
+    return out.reshape(n, 2, h, w)
 
 
 def frame_times(num_frames: int, fps: float) -> np.ndarray:
