@@ -62,11 +62,33 @@ def _ensure_timer() -> None:
         bpy.app.timers.register(_timer, first_interval=POLL_INTERVAL_S, persistent=True)
 
 
+_pending_outputs: set[str] = set()  # output paths of running jobs: never handed out twice
+
+
 def request(method: str, params: dict, on_done=None, on_progress=None) -> Job:
     """Send a request and make sure the timer polls for its replies; BackendError if it cannot."""
-    job = client().request(method, params, on_progress=on_progress, on_done=on_done)
+    reserved = [str(params[k]) for k in ("output", "video") if params.get(k)]
+
+    def done(job: Job) -> None:
+        _pending_outputs.difference_update(reserved)
+        if on_done is not None:
+            on_done(job)
+
+    job = client().request(method, params, on_progress=on_progress, on_done=done)
+    _pending_outputs.update(reserved)
     _ensure_timer()
     return job
+
+
+def _free(path: Path) -> bool:
+    return not path.exists() and str(path) not in _pending_outputs
+
+
+def resolve_path(path: str) -> Path:
+    """A Blender path as a file system path; '//' paths of an unsaved file go to the temp folder."""
+    if path.startswith("//") and not bpy.data.filepath:
+        return Path(tempfile.gettempdir()) / "gdyn" / path[2:]
+    return Path(bpy.path.abspath(path))
 
 
 # -- parameters -------------------------------------------------------------
@@ -91,14 +113,10 @@ def frames_and_fps(scene) -> tuple[int, float]:
 
 def new_output_dir(scene, image_name: str, kind: str) -> Path:
     """A fresh folder name under the output folder (an existing folder is never reused)."""
-    base = scene.gdyn.output_dir or "//gdyn/"
-    if base.startswith("//") and not bpy.data.filepath:
-        folder = Path(tempfile.gettempdir()) / "gdyn" / base[2:]
-    else:
-        folder = Path(bpy.path.abspath(base))
+    folder = resolve_path(scene.gdyn.output_dir or "//gdyn/")
     stem = re.sub(r"[^A-Za-z0-9_-]+", "_", Path(image_name).stem) or "image"
     n = 1
-    while (folder / f"{stem}_{kind}_{n:03d}").exists():
+    while not _free(folder / f"{stem}_{kind}_{n:03d}"):
         n += 1
     return folder / f"{stem}_{kind}_{n:03d}"
 
@@ -177,7 +195,7 @@ def collect_pokes(scene) -> tuple[list[dict], list[dict]]:
 # -- jobs -------------------------------------------------------------------
 
 
-def _wire_when_done(scene_name: str, cyclic: bool, extra=None):
+def _wire_when_done(scene_name: str, cyclic: bool):
     """on_done callback: on success wire the output into the scene; errors stay on job.error."""
 
     def done(job: Job) -> None:
@@ -190,8 +208,6 @@ def _wire_when_done(scene_name: str, cyclic: bool, extra=None):
             if scene.gdyn.use_sequencer:
                 compositor.add_sequencer_strip(scene, output)
             scene.gdyn.last_output = output
-            if extra is not None:
-                extra(scene, job)
         except (OSError, RuntimeError, KeyError) as exc:
             job.error = f"the backend finished but its output could not be loaded: {exc}"
 
@@ -234,15 +250,14 @@ def start_simulate(scene, image, on_progress=None) -> Job:
 def export_target(scene) -> tuple[Path, str | None]:
     """(output folder, video file or None) for Export Loop; never an existing path."""
     s = scene.gdyn
-    base = Path(bpy.path.abspath(s.export_path) if bpy.data.filepath or not s.export_path.startswith("//")
-                else Path(tempfile.gettempdir()) / "gdyn" / s.export_path[2:])
+    base = resolve_path(s.export_path or "//gdyn_loop")
     suffix = {"MP4": ".mp4", "GIF": ".gif"}.get(s.export_format)
     n, stem = 0, base.name
     while True:
         name = stem if n == 0 else f"{stem}_{n:03d}"
         folder = base.with_name(name)
         video = folder.with_suffix(suffix) if suffix else None
-        if not folder.exists() and (video is None or not video.exists()):
+        if _free(folder) and (video is None or _free(video)):
             return folder, (str(video) if video else None)
         n += 1
 

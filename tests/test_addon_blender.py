@@ -282,3 +282,14 @@ def test_operators_from_a_script(gdyn, tmp_path):
     assert bpy.ops.gdyn.export_loop(image=image.name) == {"FINISHED"}  # never overwrites
     wait_idle(gdyn)
     assert (tmp_path / "plate_001.mp4").is_file() and (tmp_path / "plate.mp4").is_file()
+
+
+def test_two_quick_animates_get_separate_outputs(gdyn, tmp_path):
+    image, motion = tiny_inputs(tmp_path)
+    scene = fresh_scene(tmp_path, 48, 32, "twice")
+    scene.gdyn.source, scene.gdyn.motion_file = "motion", str(motion)
+    first, second = gdyn.start_animate(scene, image), gdyn.start_animate(scene, image)
+    run_job(gdyn, first)
+    run_job(gdyn, second)
+    outputs = {first.result["output"], second.result["output"]}
+    assert len(outputs) == 2 and all(len(list((Path(o) / "frames").iterdir())) == FRAMES for o in outputs)
