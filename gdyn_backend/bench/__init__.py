@@ -12,7 +12,7 @@ import platform
 import time
 from dataclasses import dataclass, field
 
-SECTIONS = ["flow", "model", "dynamics", "prior"]
+SECTIONS = ["flow", "model", "dynamics", "render", "prior"]
 
 
 @dataclass

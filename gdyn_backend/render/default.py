@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from gdyn_backend.render.holes import confidence_from_coverage, push_pull_fill
-from gdyn_backend.render.splat import softmax_splat
+from gdyn_backend.render.splat import prepare_splat, splat_prepared
 
 
 def importance_from_weights(weights: np.ndarray, sharpness: float) -> np.ndarray:
@@ -52,7 +52,7 @@ class DefaultRenderer:
         self.background_bias = float(background_bias)
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self._inputs: tuple = ()
-        self._source = self._importance = None
+        self._prepared = None
         self._has_alpha = False
 
     def _prepare(self, rgb: np.ndarray, alpha: np.ndarray | None, weights: np.ndarray) -> None:
@@ -68,8 +68,8 @@ class DefaultRenderer:
             planes.append(alpha[None])
         planes.append(z[None] / np.float32(max(self.sharpness, 1e-6)))
         source = np.concatenate(planes, axis=0).astype(np.float32)
-        self._source = torch.from_numpy(source).to(self.device)[None]
-        self._importance = torch.from_numpy(z).to(self.device)[None, None]
+        self._prepared = prepare_splat(torch.from_numpy(source).to(self.device)[None],
+                                       torch.from_numpy(z).to(self.device)[None, None])
         self._has_alpha = alpha is not None
         self._inputs = (rgb, alpha, weights)
 
@@ -79,11 +79,11 @@ class DefaultRenderer:
 
         C is 3 (RGB) or 4 (RGBA), float32 0..1 on the renderer's device.
         """
-        warped, coverage = softmax_splat(self._source, displacement, self._importance)
+        warped, coverage = splat_prepared(self._prepared, displacement)
         confidence = confidence_from_coverage(coverage)
         background = torch.exp(-self.background_bias * warped[:, -1:].clamp_min(0.0))
         filled = push_pull_fill(warped[:, :-1], confidence, background)
-        return filled.clamp(0.0, 1.0)
+        return filled.clamp_(0.0, 1.0)
 
     def render(self, rgb: np.ndarray, alpha: np.ndarray | None, displacement: np.ndarray,
                weights: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:

@@ -64,5 +64,5 @@ def push_pull_fill(image: torch.Tensor, confidence: torch.Tensor,
             a = confidence
         up = F.interpolate(filled, scale_factor=2.0, mode="bilinear", align_corners=False)
         up = up[..., :c.shape[-2], :c.shape[-1]]
-        filled = a * c + (1.0 - a) * up
+        filled = torch.lerp(up, c, a.expand_as(c))  # a * c + (1 - a) * up
     return filled

@@ -18,11 +18,94 @@ indices, one call per frame).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
 # exp(Z - max Z) is clamped at exp(-IMPORTANCE_RANGE) so that float32 never
 # underflows to exactly 0 for a pixel that has coverage.
 IMPORTANCE_RANGE = 60.0
+CHUNK_PIXELS = 1 << 20  # source pixels splatted per pass (bounds temporary memory)
+
+
+@dataclass
+class SplatSource:
+    """What softmax splatting needs of a source, independent of the flow.
+
+    values: [C+2, B, H*W] channel-first: exp(Z)*source (C), exp(Z), 1; with
+            Z shifted by its per-image maximum (numerically stable).
+    """
+
+    values: torch.Tensor
+    height: int
+    width: int
+
+    @property
+    def channels(self) -> int:
+        return self.values.shape[0] - 2
+
+
+def prepare_splat(source: torch.Tensor, importance: torch.Tensor | None) -> SplatSource:
+    """Precompute the flow-independent part of `softmax_splat` (reuse across frames).
+
+    source [B, C, H, W]; importance [B, 1, H, W] logits or None (all equal).
+    """
+    if source.dim() != 4:
+        raise ValueError(f"source must be [B, C, H, W], got {tuple(source.shape)}")
+    b, c, h, w = source.shape
+    if importance is None:
+        soft = torch.ones((1, b, h * w), device=source.device, dtype=source.dtype)
+    else:
+        if importance.shape != (b, 1, h, w):
+            raise ValueError(f"importance must be {(b, 1, h, w)}, got {tuple(importance.shape)}")
+        z = importance.to(source.dtype).reshape(b, h * w)
+        z = z - z.amax(dim=1, keepdim=True)
+        soft = torch.exp(z.clamp_min(-IMPORTANCE_RANGE))[None]
+    values = torch.cat([source.reshape(b, c, h * w).transpose(0, 1) * soft, soft, torch.ones_like(soft)])
+    return SplatSource(values, h, w)
+
+
+def splat_prepared(prepared: SplatSource, flow: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """`softmax_splat` of a prepared source by `flow` [B, 2, H, W] (pixels)."""
+    values, h, w = prepared.values, prepared.height, prepared.width
+    c2, b, n = values.shape
+    if flow.dim() != 4 or tuple(flow.shape) != (b, 2, h, w):
+        raise ValueError(f"flow must be {(b, 2, h, w)}, got {tuple(flow.shape)}")
+    device, dtype = values.device, values.dtype
+    flow = flow.to(dtype)
+    # Targets are clamped to [-2, W+1] x [-2, H+1] and accumulated into a frame
+    # with a 2-pixel border (3 on the far sides): a clamped point has zero
+    # fraction, so everything landing outside falls only into the border,
+    # which is cut off. No masks or compaction are needed.
+    pw, ph = w + 5, h + 5
+    xs = torch.arange(w, device=device, dtype=dtype).view(1, 1, w)
+    batch_base = (torch.arange(b, device=device) * (pw * ph)).view(b, 1, 1)
+    acc = torch.zeros((c2, b * ph * pw), device=device, dtype=dtype)
+    rows = max(1, CHUNK_PIXELS // w)  # source rows per pass: temporaries stay small at 4K
+    for r0 in range(0, h, rows):
+        r1 = min(h, r0 + rows)
+        m = (r1 - r0) * w
+        ys = torch.arange(r0, r1, device=device, dtype=dtype).view(1, r1 - r0, 1)
+        tx = (flow[:, 0, r0:r1] + xs).clamp_(-2.0, w + 1.0)  # [B, rows, W]
+        ty = (flow[:, 1, r0:r1] + ys).clamp_(-2.0, h + 1.0)
+        x0f, y0f = torch.floor(tx), torch.floor(ty)
+        base = ((y0f.long() + 2) * pw + (x0f.long() + 2) + batch_base).view(-1)
+        fx, fy = tx.sub_(x0f).view(1, b * m), ty.sub_(y0f).view(1, b * m)
+        del x0f, y0f
+        chunk = values[:, :, r0 * w:r1 * w].reshape(c2, b * m)
+        gx, gy = 1.0 - fx, 1.0 - fy
+        # in-place index_add_ on a plain buffer: differentiable, so the learned
+        # renderer trains through it.
+        for offset, bw in ((0, gx * gy), (1, fx * gy), (pw, gx * fy), (pw + 1, fx * fy)):
+            acc.index_add_(1, base + offset, chunk * bw)
+        del base, chunk
+
+    acc = acc.view(c2, b, ph, pw)[:, :, 2:h + 2, 2:w + 2].permute(1, 0, 2, 3)  # [B, C+2, H, W]
+    c = c2 - 2
+    numerator, denominator, coverage = acc[:, :c], acc[:, c:c + 1], acc[:, c + 1:]
+    # Where nothing landed both sums are exactly 0, so the quotient is 0 there.
+    out = numerator / denominator.clamp_min(torch.finfo(dtype).tiny)
+    return out, coverage.contiguous()
 
 
 def softmax_splat(source: torch.Tensor, flow: torch.Tensor, importance: torch.Tensor | None,
@@ -37,51 +120,12 @@ def softmax_splat(source: torch.Tensor, flow: torch.Tensor, importance: torch.Te
                 subtracting its maximum.
     Returns (out [B, C, H, W], coverage [B, 1, H, W]); coverage is the
     summed bilinear weight (about 0 marks a hole, where out is 0).
+    Callers warping one source by many flows use `prepare_splat` once and
+    `splat_prepared` per flow (same result).
     """
     if source.dim() != 4 or flow.dim() != 4 or flow.shape[1] != 2:
         raise ValueError(f"source must be [B,C,H,W] and flow [B,2,H,W], got "
                          f"{tuple(source.shape)} and {tuple(flow.shape)}")
-    b, c, h, w = source.shape
-    if flow.shape[0] != b or flow.shape[2:] != source.shape[2:]:
+    if flow.shape[0] != source.shape[0] or flow.shape[2:] != source.shape[2:]:
         raise ValueError(f"flow {tuple(flow.shape)} does not match source {tuple(source.shape)}")
-    device, dtype = source.device, source.dtype
-    n = h * w
-    flow = flow.to(dtype)
-
-    xs = torch.arange(w, device=device, dtype=dtype).view(1, 1, w)
-    ys = torch.arange(h, device=device, dtype=dtype).view(1, h, 1)
-    tx = (xs + flow[:, 0]).reshape(b, n)  # [B, HW] target x
-    ty = (ys + flow[:, 1]).reshape(b, n)
-    x0f, y0f = torch.floor(tx), torch.floor(ty)
-    fx, fy = tx - x0f, ty - y0f
-    x0, y0 = x0f.long(), y0f.long()
-
-    if importance is None:
-        soft = torch.ones((b, n), device=device, dtype=dtype)
-    else:
-        z = importance.to(dtype).reshape(b, n)
-        z = z - z.amax(dim=1, keepdim=True)
-        soft = torch.exp(z.clamp_min(-IMPORTANCE_RANGE))
-
-    # Values to accumulate per source pixel: exp(Z)*source (C), exp(Z) (1), 1 (1);
-    # channel-first [C+2, B*HW] so each corner is one index_add_ along dim 1.
-    values = torch.cat([source.reshape(b, c, n) * soft[:, None], soft[:, None],
-                        torch.ones_like(soft)[:, None]], dim=1)
-    values = values.permute(1, 0, 2).reshape(c + 2, b * n)
-
-    batch_offset = (torch.arange(b, device=device) * n).view(b, 1)
-    acc = torch.zeros((c + 2, b * n), device=device, dtype=dtype)
-    zero = torch.zeros((), device=device, dtype=dtype)
-    for dx, dy in ((0, 0), (1, 0), (0, 1), (1, 1)):
-        cx, cy = x0 + dx, y0 + dy
-        bw = (fx if dx else 1 - fx) * (fy if dy else 1 - fy)  # [B, HW]
-        inside = (cx >= 0) & (cx < w) & (cy >= 0) & (cy < h)
-        bw = torch.where(inside, bw, zero).reshape(1, b * n)
-        # Outside targets get weight 0 at a clamped (harmless) index: no compaction.
-        index = (cy.clamp(0, h - 1) * w + cx.clamp(0, w - 1) + batch_offset).reshape(-1)
-        acc.index_add_(1, index, values * bw)
-
-    acc = acc.view(c + 2, b, n).permute(1, 0, 2)  # [B, C+2, HW]
-    numerator, denominator, coverage = acc[:, :c], acc[:, c:c + 1], acc[:, c + 1:]
-    out = torch.where(denominator > 0, numerator / denominator.clamp_min(torch.finfo(dtype).tiny), zero)
-    return out.reshape(b, c, h, w), coverage.reshape(b, 1, h, w)
+    return splat_prepared(prepare_splat(source, importance), flow)
