@@ -241,9 +241,9 @@ class Drag:
     """Hold pixel (x, y) at offset (dx, dy) from frame `start` to `end` (inclusive), then let go.
 
     Coordinates and offset in motion pixels. The offset eases in (smoothstep)
-    over the first `ease_frames` held frames (at most the whole hold) so the
-    point is pulled rather than teleported; frames start..end show the held
-    state, and the free ring-down starts at frame end + 1.
+    from 0 at frame `start` (the grab) to the full offset `ease_frames` later
+    (by `end` at the latest), so the point is pulled rather than teleported;
+    frames start..end show the held state, the free ring-down starts at end + 1.
     """
 
     start: int
@@ -255,8 +255,8 @@ class Drag:
     ease_frames: int = 0
 
     def offset_at(self, frame: int) -> tuple[float, float]:
-        ease = min(self.ease_frames, self.end - self.start + 1)
-        s = 1.0 if ease <= 0 else min((frame - self.start + 1) / ease, 1.0)
+        ease = min(self.ease_frames, self.end - self.start)
+        s = 1.0 if ease <= 0 else min(max(frame - self.start, 0) / ease, 1.0)
         s = s * s * (3 - 2 * s)
         return self.dx * s, self.dy * s
 
