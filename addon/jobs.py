@@ -14,6 +14,7 @@ UI never blocks on the backend; job callbacks run on Blender's main thread.
 from __future__ import annotations
 
 import re
+import sys
 import tempfile
 from pathlib import Path
 
@@ -201,6 +202,8 @@ def _wire_when_done(scene_name: str, cyclic: bool):
     def done(job: Job) -> None:
         scene = bpy.data.scenes.get(scene_name)
         if job.error is not None or scene is None:
+            if job.error is not None and job.error != "cancelled":  # also visible to scripts
+                print(f"GDyn: {job.method} failed: {job.error}", file=sys.stderr)
             return
         try:
             output = job.result["output"]

@@ -147,7 +147,8 @@ class _WiresFrames(_JobOperator):
     def finished(self, context, job):
         wired = getattr(job, "wired", None)
         if wired is not None:
-            show_in_image_editors(context, self._source, wired, context.scene.gdyn.loop)
+            cyclic = job.method == "animate" and context.scene.gdyn.loop
+            show_in_image_editors(context, self._source, wired, cyclic)
         self.report({"INFO"}, f"GDyn: {self.verb} done: {job.result['output']}")
 
 
