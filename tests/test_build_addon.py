@@ -72,3 +72,22 @@ def test_addon_never_imports_torch_cv2_or_the_backend(built, tmp_path):
                           timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_blenders_own_extension_tool_validates_and_installs_the_zip(built, tmp_path):
+    """bpy ships Blender's extension CLI (bl_pkg/cli/blender_ext.py): it must accept the zip."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("bpy")
+    tools = sorted(Path(spec.origin).parent.glob("*/scripts/addons_core/bl_pkg/cli/blender_ext.py")) if spec else []
+    if not tools:
+        pytest.skip("bpy with Blender's extension tool is not installed")
+    tool = str(tools[-1])
+    check = subprocess.run([sys.executable, tool, "validate", str(built)], capture_output=True, text=True,
+                           timeout=120)
+    assert check.returncode == 0, check.stdout + check.stderr
+    install = subprocess.run([sys.executable, tool, "install-files", str(built), "--local-dir",
+                              str(tmp_path / "repo")], capture_output=True, text=True, timeout=120)
+    assert install.returncode == 0 and 'Installed "gdyn"' in install.stdout, install.stdout + install.stderr
+    installed = tmp_path / "repo" / "gdyn"
+    assert (installed / "__init__.py").is_file() and (installed / "presets" / "gentle_breeze.toml").is_file()
