@@ -238,3 +238,19 @@ def test_xt_montage_of_a_small_still(tmp_path):
     picture = montage(still.rgb, foreground.astype(np.float32), volume, frames, [row_moving, row_sky])
     io.write_png(tmp_path / "m.png", picture)
     assert picture.ndim == 3 and (tmp_path / "m.png").stat().st_size > 1000
+
+
+def test_animate_with_a_mask_keeps_black_pixels_exactly_still(tmp_path):
+    """Through `animate.animate` (what `gdyn animate --mask` runs): EXR maps are 0 under black."""
+    from gdyn_backend.animate import AnimateOptions, animate
+
+    rgb, _ = plant_scene(96, 72)
+    io.write_png(tmp_path / "still.png", rgb)
+    mask = np.ones((36, 48, 3), np.float32)  # half size, same aspect: resampled by io.read_mask
+    mask[:, :24] = 0.0
+    io.write_png(tmp_path / "mask.png", mask)
+    options = AnimateOptions(frames=6, fps=12.0, loop=True, mask=tmp_path / "mask.png", amplitude=3.0)
+    animate(tmp_path / "still.png", tmp_path / "out", options)
+    maps = [io.read_displacement_exr(tmp_path / "out" / "displacement" / f"{i:04d}.exr") for i in range(6)]
+    assert all(np.all(m[:, :, :46] == 0.0) for m in maps)  # black half (minus the resampled edge)
+    assert max(np.abs(m[:, :, 50:]).max() for m in maps) > 0.05  # the white half moves
