@@ -86,6 +86,7 @@ def test_blenders_own_extension_tool_validates_and_installs_the_zip(built, tmp_p
     check = subprocess.run([sys.executable, tool, "validate", str(built)], capture_output=True, text=True,
                            timeout=120)
     assert check.returncode == 0, check.stdout + check.stderr
+    (tmp_path / "repo").mkdir()
     install = subprocess.run([sys.executable, tool, "install-files", str(built), "--local-dir",
                               str(tmp_path / "repo")], capture_output=True, text=True, timeout=120)
     assert install.returncode == 0 and 'Installed "gdyn"' in install.stdout, install.stdout + install.stderr
