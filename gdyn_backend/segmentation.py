@@ -121,7 +121,9 @@ def plant_score(rgb: np.ndarray, detail: np.ndarray) -> np.ndarray:
     sky blue, pink/magenta petals even when pale, near-white petals, and
     bright textured white parts (seed heads). Still cues win over moving
     cues: very dark pixels (black backgrounds), brown soil (warm hue, dull),
-    smooth pale tinted surfaces (walls, vases, clouds) and blue sky.
+    smooth pale tinted surfaces (walls, vases, clouds) unless near-white,
+    blue sky, and smooth bright pale areas connected to the top edge
+    (overcast sky).
     A picture without colour (grayscale) moves its textured, not-dark parts.
     """
     h, w = detail.shape
@@ -138,14 +140,20 @@ def plant_score(rgb: np.ndarray, detail: np.ndarray) -> np.ndarray:
     green = green * (0.1 + 0.9 * in_focus)
     petal = (1.0 - sky_hue) * _ramp(sat, 0.35, 0.6) * _ramp(val, 0.35, 0.55)
     pink = _hue_window(hue, 330.0, 35.0, 10.0) * _ramp(sat, 0.1, 0.2) * _ramp(val, 0.45, 0.6)
-    white = (1.0 - _ramp(sat, 0.1, 0.16)) * _ramp(val, 0.62, 0.76) * (1.0 - sky_hue * _ramp(sat, 0.04, 0.08))
+    white = (1.0 - _ramp(sat, 0.22, 0.3)) * _ramp(val, 0.8, 0.9) * (1.0 - sky_hue * _ramp(sat, 0.04, 0.08))
     white_textured = _ramp(val, 0.45, 0.65) * (1.0 - _ramp(sat, 0.2, 0.35)) * textured
     moving = np.maximum.reduce([green, petal, pink, white, white_textured])
     dark = 1.0 - _ramp(val, 0.06, 0.14)
     soil = _hue_window(hue, 28.0, 18.0, 10.0) * (1.0 - _ramp(sat, 0.4, 0.6)) * (1.0 - _ramp(val, 0.75, 0.9))
     pale_smooth = _ramp(sat, 0.12, 0.18) * (1.0 - _ramp(sat, 0.25, 0.4)) * (1.0 - textured)
     sky = sky_hue * _ramp(sat, 0.1, 0.2) * (1.0 - textured)
-    still = np.maximum.reduce([dark, soil * (1.0 - np.maximum(green, pink)), pale_smooth, sky])
+    # Overcast sky or a lit ceiling: a smooth bright pale area reaching the top edge.
+    smooth_bright = ((textured < 0.3) & (val > 0.6) & (sat < 0.3)).astype(np.uint8)
+    count, labels = cv2.connectedComponents(smooth_bright, connectivity=8)
+    top_labels = np.unique(labels[0][smooth_bright[0] > 0])
+    open_sky = np.isin(labels, top_labels[top_labels > 0]).astype(np.float32)
+    still = np.maximum.reduce([dark, soil * (1.0 - np.maximum(green, pink)), pale_smooth * (1.0 - white),
+                               sky, open_sky])
     return np.clip(moving * (1.0 - still), 0.0, 1.0).astype(np.float32)
 
 

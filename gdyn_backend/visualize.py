@@ -97,7 +97,8 @@ def preview(image, out_png, preset: str = "gentle_breeze", seed: int = 0, mask=N
             num_frames: int = 120, fps: float = 30.0) -> Path:
     """Sample the procedural motion for `image`, render it, save the montage PNG.
 
-    Rows sliced: the row with the most motion and the middle row.
+    Rows sliced: the row with the most motion (5 % margin from the edges) and
+    the middle row.
     Returns the path written.
     """
     from gdyn_backend.presets import load_preset
@@ -113,7 +114,8 @@ def preview(image, out_png, preset: str = "gentle_breeze", seed: int = 0, mask=N
     regions = procedural.regions_for(still, chosen, w, h, user_mask)
     frames = render_frames(rgb, alpha, volume, num_frames, fps)
     energy = spectral.mean_displacement_magnitude(volume)
-    rows = [int(np.argmax(energy.mean(axis=1))), h // 2]
+    margin = h // 20  # rows at the frame's edge show border fill, not the motion
+    rows = [margin + int(np.argmax(energy[margin:h - margin].mean(axis=1))), h // 2]
     out_png = Path(out_png)
     out_png.parent.mkdir(parents=True, exist_ok=True)
     io.write_png(out_png, montage(rgb, regions.moveability, volume, frames, rows))
