@@ -1,0 +1,107 @@
+"""`gdyn dataset` on synthetic clips with known motion: pairs, filters, statistics, resume, shards."""
+
+import json
+from dataclasses import replace
+
+import numpy as np
+import pytest
+from synthetic import band_motion, make_clip, smooth_envelope, synthetic_still, write_frames_folder, write_mp4
+
+from gdyn_backend import spectral
+from gdyn_backend.cli import main
+from gdyn_backend.model.data import load_pair
+
+W, H, FPS, WINDOW, STRIDE, FRAMES, K = 64, 48, 30.0, 20, 10, 40, 8
+FLAGS = ["--size", f"{W}x{H}", "--window", str(WINDOW), "--stride", str(STRIDE), "--bands", str(K)]
+
+
+def known_motion():
+    """Three bands of the 20-frame window, moving where the envelope is > 0 (part stays still)."""
+    motion = band_motion(W, H, FPS, WINDOW, bands=(1, 2, 3), amplitudes_px=(1.5, 0.8, 0.4), seed=3)
+    return replace(motion, envelope=smooth_envelope(W, H, seed=3, floor=0.0))
+
+
+@pytest.fixture(scope="module")
+def videos(tmp_path_factory):
+    root = tmp_path_factory.mktemp("videos")
+    still = synthetic_still(W, H, seed=5)
+    write_frames_folder(make_clip(still, known_motion(), FRAMES, FPS), root / "tree")
+    camera = band_motion(W, H, FPS, WINDOW, bands=(1,), amplitudes_px=(2.0,), seed=1)
+    camera = replace(camera, envelope=np.ones((H, W), np.float32))   # every pixel moves: camera motion
+    write_mp4(make_clip(synthetic_still(W, H, seed=6), camera, FRAMES, FPS), root / "pan.mp4", FPS)
+    return root
+
+
+@pytest.fixture(scope="module")
+def dataset(videos, tmp_path_factory):
+    out = tmp_path_factory.mktemp("data") / "data"
+    assert main(["dataset", str(videos), "-o", str(out), *FLAGS]) == 0
+    return out
+
+
+def test_pairs_match_the_known_motion(dataset):
+    samples = sorted((dataset / "samples").glob("*.safetensors"))
+    assert [p.name for p in samples] == [f"tree-s{s:06d}.safetensors" for s in (0, 10, 20)]
+    image, volume = load_pair(samples[0])
+    assert image.shape == (H, W, 3) and image.dtype == np.uint8
+    assert volume.amplitude.shape == (K, 4, H, W) and volume.period_frames == WINDOW and volume.fps == FPS
+    expected = spectral.volume_from_trajectories(known_motion().trajectories(WINDOW, FPS), FPS, K)
+    inner = (slice(None), slice(None), slice(4, -4), slice(4, -4))     # flow is weaker at the border
+    err = np.abs(volume.amplitude[inner] - expected.amplitude[inner]).mean()
+    scale = np.abs(expected.amplitude[inner]).mean()
+    assert err < 0.15 * scale, (err, scale)
+    # the motion is in bands 1..3; other bands stay small
+    energy = np.sqrt((volume.amplitude ** 2).mean(axis=(1, 2, 3)))
+    assert energy[1:4].min() > 4 * energy[4:].max()
+
+
+def test_camera_motion_clip_is_rejected(dataset):
+    rejected = sorted((dataset / "rejected").glob("*.json"))
+    assert [p.stem for p in rejected] == [f"pan.mp4-s{s:06d}" for s in (0, 10, 20)]
+    assert all("camera" in json.loads(p.read_text())["reason"] for p in rejected)
+
+
+def test_statistics_match_direct_percentiles(dataset):
+    scales = spectral.load_normalizer(dataset / "normalization.safetensors").scales
+    volumes = [load_pair(p)[1].amplitude for p in sorted((dataset / "samples").glob("*.safetensors"))]
+    direct = [np.percentile(np.abs(np.stack(volumes)[:, k]), 97) for k in range(K)]
+    np.testing.assert_allclose(scales, np.maximum(direct, 1e-6), rtol=1e-5)
+
+
+def test_rerun_resumes_without_redoing_work(dataset, videos, capsys):
+    samples = sorted((dataset / "samples").glob("*.safetensors"))
+    before = {p.name: p.stat().st_mtime_ns for p in samples}
+    assert main(["dataset", str(videos), "-o", str(dataset), *FLAGS]) == 0
+    assert "0 pairs written" in capsys.readouterr().out          # every clip is marked done
+    samples[1].unlink()
+    (dataset / "clips" / "tree.json").unlink()                   # as if interrupted inside the clip
+    assert main(["dataset", str(videos), "-o", str(dataset), *FLAGS]) == 0
+    out = capsys.readouterr().out
+    assert "1 pairs written" in out and "2 already done" in out
+    after = {p.name: p.stat().st_mtime_ns for p in sorted((dataset / "samples").glob("*.safetensors"))}
+    assert after.keys() == before.keys()
+    assert all(after[n] == before[n] for n in before if n != samples[1].name)
+    assert not list(dataset.rglob(".*partial*"))
+
+
+def test_shards_split_the_clips(videos, dataset, tmp_path, capsys):
+    names = []
+    for i in range(2):
+        assert main(["dataset", str(videos), "-o", str(tmp_path / "d"), *FLAGS, "--shard", f"{i}/2"]) == 0
+        assert "--stats-only" in capsys.readouterr().out
+        names.append(sorted(p.stem for p in (tmp_path / "d").glob("*/*") if p.parent.name in ("samples", "rejected")))
+    assert names[0] == [f"pan.mp4-s{s:06d}" for s in (0, 10, 20)]             # shard 0: clip 0 (sorted)
+    assert len(names[1]) == 6                                                  # shard 1 added clip 1
+    assert not (tmp_path / "d" / "normalization.safetensors").exists()
+    assert main(["dataset", str(videos), "-o", str(tmp_path / "d"), "--stats-only"]) == 0
+    np.testing.assert_allclose(spectral.load_normalizer(tmp_path / "d" / "normalization.safetensors").scales,
+                               spectral.load_normalizer(dataset / "normalization.safetensors").scales, rtol=1e-5)
+
+
+def test_bad_input_is_one_line_error(tmp_path, capsys, videos):
+    assert main(["dataset", str(tmp_path / "nope"), "-o", str(tmp_path / "d")]) == 2
+    assert "videos folder not found" in capsys.readouterr().err
+    assert main(["dataset", str(videos), "-o", str(tmp_path / "d"), "--shard", "2/2"]) == 2
+    assert main(["dataset", str(videos), "-o", str(tmp_path / "d"), "--window", "10", "--bands", "9"]) == 2
+    assert "--bands" in capsys.readouterr().err
+    assert not (tmp_path / "d").exists()
