@@ -141,7 +141,8 @@ def plant_score(rgb: np.ndarray, detail: np.ndarray) -> np.ndarray:
     petal = (1.0 - sky_hue) * _ramp(sat, 0.35, 0.6) * _ramp(val, 0.35, 0.55)
     pink = _hue_window(hue, 330.0, 35.0, 10.0) * _ramp(sat, 0.1, 0.2) * _ramp(val, 0.45, 0.6)
     white = (1.0 - _ramp(sat, 0.22, 0.3)) * _ramp(val, 0.8, 0.9) * (1.0 - sky_hue * _ramp(sat, 0.04, 0.08))
-    white_textured = _ramp(val, 0.45, 0.65) * (1.0 - _ramp(sat, 0.2, 0.35)) * textured
+    white_textured = (_ramp(val, 0.45, 0.65) * (1.0 - _ramp(sat, 0.2, 0.35)) * textured
+                      * (1.0 - sky_hue * _ramp(sat, 0.08, 0.15)))
     moving = np.maximum.reduce([green, petal, pink, white, white_textured])
     dark = 1.0 - _ramp(val, 0.06, 0.14)
     soil = _hue_window(hue, 28.0, 18.0, 10.0) * (1.0 - _ramp(sat, 0.4, 0.6)) * (1.0 - _ramp(val, 0.75, 0.9))
