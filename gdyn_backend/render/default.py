@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from gdyn_backend.render.holes import confidence_from_coverage, push_pull_fill
-from gdyn_backend.render.splat import prepare_splat, splat_prepared
+from gdyn_backend.render.splat import prepare_splat, softmax_splat, splat_prepared
 
 
 def importance_from_weights(weights: np.ndarray, sharpness: float) -> np.ndarray:
@@ -35,6 +35,30 @@ def importance_from_weights(weights: np.ndarray, sharpness: float) -> np.ndarray
     weights = np.asarray(weights, np.float32)
     reference = max(float(np.percentile(weights, 99.0)), 0.05)
     return (np.float32(sharpness / reference) * weights).astype(np.float32)
+
+
+def fill_holes(warped: torch.Tensor, coverage: torch.Tensor, background_bias: float) -> torch.Tensor:
+    """Push-pull fill of a splat whose last channel is the splatted Z / sharpness.
+
+    warped [B, C+1, H, W], coverage [B, 1, H, W] -> [B, C, H, W]; pixels that
+    were moving foreground (Z / sharpness near 1) feed the fill with weight
+    exp(-background_bias), static background with weight 1.
+    """
+    confidence = confidence_from_coverage(coverage)
+    background = torch.exp(-background_bias * warped[:, -1:].clamp_min(0.0))
+    return push_pull_fill(warped[:, :-1], confidence, background)
+
+
+def render_batch(source: torch.Tensor, flow: torch.Tensor, importance: torch.Tensor,
+                 sharpness: float, background_bias: float) -> torch.Tensor:
+    """The default renderer on a batch (training, tests): differentiable, unclamped.
+
+    source [B, C, H, W] 0..1; flow [B, 2, H, W] pixels; importance [B, 1, H, W]
+    = `importance_from_weights(W, sharpness)`. Returns [B, C, H, W].
+    """
+    warped, coverage = softmax_splat(torch.cat([source, importance / max(sharpness, 1e-6)], dim=1),
+                                     flow, importance)
+    return fill_holes(warped, coverage, background_bias)
 
 
 class DefaultRenderer:
@@ -80,10 +104,7 @@ class DefaultRenderer:
         C is 3 (RGB) or 4 (RGBA), float32 0..1 on the renderer's device.
         """
         warped, coverage = splat_prepared(self._prepared, displacement)
-        confidence = confidence_from_coverage(coverage)
-        background = torch.exp(-self.background_bias * warped[:, -1:].clamp_min(0.0))
-        filled = push_pull_fill(warped[:, :-1], confidence, background)
-        return filled.clamp_(0.0, 1.0)
+        return fill_holes(warped, coverage, self.background_bias).clamp_(0.0, 1.0)
 
     def render(self, rgb: np.ndarray, alpha: np.ndarray | None, displacement: np.ndarray,
                weights: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
