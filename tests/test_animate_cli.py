@@ -108,6 +108,9 @@ def test_video_is_written(inputs, tmp_path, suffix):
     assert _run(image, "--motion", motion, "-o", out, "--frames", 9, "--video", video) == 0
     frames = _video_frames(video)
     assert len(frames) == 9 and frames[0].shape[:2] == (H, W)
+    nested = tmp_path / "out3" / "videos" / f"anim{suffix}"
+    assert _run(image, "--motion", motion, "-o", tmp_path / "out3", "--frames", 2, "--video", nested) == 0
+    assert len(_video_frames(nested)) == 2
     outside = tmp_path / f"beside{suffix}"
     assert _run(image, "--motion", motion, "-o", tmp_path / "out2", "--frames", 3, "--video", outside) == 0
     assert len(_video_frames(outside)) == 3
@@ -154,7 +157,8 @@ def test_bad_inputs_one_line_exit_2_no_outdir(inputs, tmp_path, capsys):
              [corrupt, "--motion", motion],
              [image, "--motion", motion, "--frames", 0],
              [image, "--motion", motion, "--speed", 0],
-             [image, "--motion", motion, "--video", tmp_path / "a.avi"]]
+             [image, "--motion", motion, "--video", tmp_path / "a.avi"],
+             [image, "--motion", motion, "--video", tmp_path / "no" / "such" / "a.mp4"]]
     cases += [[image, "--motion", bad] for bad in _bad_motion_files(tmp_path).values()]
     for i, case in enumerate(cases):
         out = tmp_path / f"out{i}"
