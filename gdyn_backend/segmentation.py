@@ -12,9 +12,10 @@ as one. Everything here is classical image analysis:
    backgrounds, pale smooth walls), local detail (gradient energy: in-focus
    plants are textured, walls/sky/blurred backgrounds are smooth) and
    position (sky touches the top).
-3. A score per superpixel (mean of the pixel cues), scaled per connected
-   object by how sharp (in focus) the object is relative to the image, so a
-   defocused green background moves far less than the subject.
+3. A score per superpixel (mean of the pixel cues), small enclosed gaps
+   filled, then scaled per connected object by how sharp (in focus) the
+   object is relative to the image, so a defocused background moves far
+   less than the subject.
 
 All maps are float32 [H, W] in 0..1 at the analysis resolution the caller
 picks (the prior uses its motion resolution).
@@ -231,4 +232,28 @@ def analyze(rgb: np.ndarray, what_moves: str = "plants", alpha: np.ndarray | Non
     if alpha is not None:
         moveability = moveability * np.clip(alpha, 0.0, 1.0)
     moveability = np.clip(moveability, 0.0, 1.0).astype(np.float32)
-    return MotionRegions(moveability, connected_objects(moveability))
+    objects = connected_objects(moveability)
+    if what_moves == "plants":
+        moveability = moveability * focus_factor(objects, detail)
+    return MotionRegions(moveability, objects)
+
+
+def focus_factor(objects: np.ndarray, detail: np.ndarray, floor: float = 0.1) -> np.ndarray:
+    """Per object: how sharp (in focus) it is, float32 [H, W] in floor..1 (1 outside objects).
+
+    Sharpness = 90th percentile of `local_detail` over the object, relative
+    to the sharpest object covering at least 1 % of the frame; 0.45 or less
+    gives `floor` (a defocused background blob), 0.85 or more gives 1 (the
+    subject and anything as sharp).
+    """
+    count = int(objects.max(initial=0))
+    table = np.ones(count + 1, np.float32)
+    if count == 0:
+        return table[objects]
+    areas = np.bincount(objects.ravel(), minlength=count + 1)[1:]
+    sharp = np.array([np.percentile(detail[objects == label], 90) for label in range(1, count + 1)])
+    sizeable = areas >= 0.01 * objects.size  # a tiny glint must not set the reference
+    reference = float(sharp[sizeable].max() if sizeable.any() else sharp.max())
+    relative = sharp / max(reference, 1e-6)
+    table[1:] = floor + (1.0 - floor) * _ramp(relative.astype(np.float32), 0.45, 0.85)
+    return table[objects]

@@ -3,8 +3,8 @@
 Motion energy of a pixel is sum_k |A_k(p)|^2 (twice its mean squared
 displacement over time). Thresholds held (measured values in the README):
 synthetic scene with an exact foreground: >= 95 % of the energy inside it;
-real photos: moving-region energy density >= 6x the still region's and
->= 80 % of their combined energy in the moving region.
+real photos (seeds 0 and 1): moving-region energy density >= 5x the still
+region's and >= 85 % of their combined energy in the moving region.
 
 Set GDYN_PREVIEW_DIR=/some/folder to also save the preview montages
 (X-t slices, gdyn_backend.visualize) of every shared photo there.
@@ -209,12 +209,14 @@ PHOTOS = ["dandelion", "leaf_on_twig", "sunflowers", "tulips_garden", "tulips_va
 def test_photos_move_plants_and_keep_background_still(shared_stills, name):
     path = shared_stills / f"{name}.jpg"
     still = io.read_image(path)
-    volume = sample_volume(still, BREEZE, seed=0)
-    e = cv2.resize(energy(volume).astype(np.float32), (still.width, still.height))
     moving, fixed = photo_regions(name, still.rgb)
-    density = e[moving].mean() / max(e[fixed].mean(), 1e-12)
-    share = e[moving].sum() / (e[moving].sum() + e[fixed].sum())
-    assert density >= 6.0 and share >= 0.8, f"{name}: density ratio {density:.1f}, share {share:.3f}"
+    for seed in (0, 1):
+        volume = sample_volume(still, BREEZE, seed=seed)
+        e = cv2.resize(energy(volume).astype(np.float32), (still.width, still.height))
+        density = e[moving].mean() / max(e[fixed].mean(), 1e-12)
+        share = e[moving].sum() / (e[moving].sum() + e[fixed].sum())
+        assert density >= 5.0 and share >= 0.85, \
+            f"{name} seed {seed}: density ratio {density:.1f}, share {share:.3f}"
     preview_dir = os.environ.get("GDYN_PREVIEW_DIR")
     if preview_dir:
         from gdyn_backend.visualize import preview

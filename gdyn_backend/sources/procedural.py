@@ -18,7 +18,11 @@ work it builds on:
   within an object; low bands are smoother than high ones. Each object (a
   connected blob of the "what moves" map) gets its own phase offset per
   band, gain and wind direction, scaled by the preset's `variation`, so
-  neighbouring flowers do not move in lockstep.
+  neighbouring flowers do not move in lockstep. Objects smaller than 20 %
+  of the frame mostly sway as one piece (80 % of each band's field is one
+  random value per object), larger ones (a field of plants) bend freely.
+  Objects whose extent sqrt(area) is under 15 % of the long side sway
+  proportionally less (a small leaf moves by a fraction of its own size).
 * Anchors: amplitude grows from an object's attachment (its lowest row for
   upright plants, its top row for things that hang from the top of the
   frame) to its free end as (height fraction)^1.5, the shape of a bending
@@ -47,6 +51,9 @@ from gdyn_backend.segmentation import MotionRegions, analyze, connected_objects
 
 MOTION_SIZE_PX = 384  # long side of the motion resolution (never above the still's)
 ANCHOR_EXPONENT = 1.5  # amplitude ~ (height above anchor / object height) ** 1.5
+RIGIDITY = 0.8  # share of a small object's motion that is one rigid sway for the whole object
+LARGE_OBJECT_FRACTION = 0.2  # objects above this share of the frame (a field, a hedge) bend freely
+SMALL_OBJECT_EXTENT = 0.15  # objects smaller than this (sqrt(area) / long side) move proportionally less
 
 
 def motion_resolution(width: int, height: int, motion_size: int = MOTION_SIZE_PX) -> tuple[int, int]:
@@ -186,9 +193,18 @@ def sample_volume(still: Still, preset: Preset, seed: int = 0, mask: np.ndarray 
     def per_object(values: np.ndarray) -> np.ndarray:
         return cv2.GaussianBlur(values[objects].astype(np.float32), (0, 0), feather)
 
-    weight = regions.moveability * anchor_profile(objects, preset.stiffness) * per_object(gain)
     direction = np.stack([per_object(np.cos(angle)), per_object(np.sin(angle))])
     direction /= np.maximum(np.sqrt((direction ** 2).sum(0)), 1e-6)
+    areas = np.bincount(objects.ravel(), minlength=regions.num_objects + 1)
+    # Small things sway by a fraction of their own size: full amplitude from an
+    # extent (sqrt of area) of SMALL_OBJECT_EXTENT of the long side, linear below.
+    size_gain = np.minimum(1.0, np.sqrt(areas) / (SMALL_OBJECT_EXTENT * long_side))
+    size_gain[0] = 1.0
+    weight = regions.moveability * anchor_profile(objects, preset.stiffness) * per_object(gain * size_gain)
+    rigid_table = np.where(areas < LARGE_OBJECT_FRACTION * objects.size, RIGIDITY, 0.0)
+    rigid_table[0] = 0.0
+    rigid = per_object(rigid_table)
+    flexible = np.sqrt(np.clip(1.0 - rigid * rigid, 0.0, 1.0))
     bias = preset.direction_bias
     f0 = float(np.sqrt(preset.band_hz[0] * preset.band_hz[1]))
 
@@ -200,6 +216,12 @@ def sample_volume(still: Still, preset: Preset, seed: int = 0, mask: np.ndarray 
         # Low bands are smoother in space than high ones (longer modes vibrate slower).
         length = preset.coherence * long_side * np.sqrt(f0 / max(freqs[k], f0))
         along, free_x, free_y = (_smooth_noise(rng, width, height, length) for _ in range(3))
+        # Small objects mostly move as a whole: one shared complex value per object.
+        shared = (rng.standard_normal((3, regions.num_objects + 1))
+                  + 1j * rng.standard_normal((3, regions.num_objects + 1))) / np.sqrt(2.0)
+        along, free_x, free_y = (
+            flexible * field + rigid * (per_object(value.real) + 1j * per_object(value.imag))
+            for field, value in zip((along, free_x, free_y), shared))
         rotate = per_object(np.cos(phase[:, k])) + 1j * per_object(np.sin(phase[:, k]))
         common = band_scale[k] * weight * rotate
         isotropic = np.sqrt(max(0.0, 1.0 - bias * bias))
