@@ -256,3 +256,16 @@ def test_animate_with_a_mask_keeps_black_pixels_exactly_still(tmp_path):
     maps = [io.read_displacement_exr(tmp_path / "out" / "displacement" / f"{i:04d}.exr") for i in range(6)]
     assert all(np.all(m[:, :, :46] == 0.0) for m in maps)  # black half (minus the resampled edge)
     assert max(np.abs(m[:, :, 50:]).max() for m in maps) > 0.05  # the white half moves
+
+
+def test_candle_flame_moves_the_flame_tip_not_the_wax():
+    rgb = np.full((200, 160, 3), 0.05, np.float32)
+    flame = np.zeros((200, 160), np.uint8)
+    cv2.ellipse(flame, (80, 80), (14, 40), 0, 0, 360, 1, -1)
+    rgb[flame > 0] = (1.0, 0.8, 0.3)
+    rgb[120:, 65:96] = (0.85, 0.82, 0.75)  # pale wax candle body
+    volume = sample_volume(io.Still(rgb, None, 8), load_preset("candle_flame"), seed=0)
+    e = energy(volume)
+    assert e[flame > 0].sum() / e.sum() > 0.95 and e[125:, 65:96].max() < 1e-6
+    tip, base = np.sqrt(e[42:60, 72:88].mean() / 2), np.sqrt(e[100:116, 72:88].mean() / 2)
+    assert tip > 2.0 * base, f"flame tip {tip:.2f} px vs base {base:.2f} px RMS"

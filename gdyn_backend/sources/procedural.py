@@ -95,14 +95,15 @@ def _smooth_noise(rng: np.random.Generator, width: int, height: int, length_px: 
     return noise / max(float(np.sqrt(np.mean(np.abs(noise) ** 2))), 1e-6)
 
 
-def anchor_profile(objects: np.ndarray, stiffness: float) -> np.ndarray:
+def anchor_profile(objects: np.ndarray, stiffness: float, rooted: bool = False) -> np.ndarray:
     """Amplitude factor from anchors, float32 [H, W] in (1 - stiffness)..1.
 
     Per object, the height fraction (0 at the anchor, 1 at the free end)
     raised to ANCHOR_EXPONENT: objects touching the bottom of the frame stand
     on it (anchor = lowest row); objects touching only the top hang from it
     (anchor = top row); free-floating objects (a leaf on an invisible twig)
-    move as a whole. Pixels outside objects get half of the free motion.
+    move as a whole, unless `rooted` (flames rise from their wick: anchor =
+    lowest row). Pixels outside objects get half of the free motion.
     """
     h, _ = objects.shape
     rows = np.arange(h, dtype=np.float32)[:, None] * np.ones_like(objects, np.float32)
@@ -112,7 +113,7 @@ def anchor_profile(objects: np.ndarray, stiffness: float) -> np.ndarray:
         ys = np.nonzero(inside.any(axis=1))[0]
         top, bottom = float(ys[0]), float(ys[-1])
         span = max(bottom - top, 1.0)
-        if bottom == h - 1:
+        if bottom == h - 1 or (rooted and top > 0):
             fraction[inside] = (bottom - rows[inside]) / span
         elif top == 0:
             fraction[inside] = (rows[inside] - top) / span
@@ -200,7 +201,7 @@ def sample_volume(still: Still, preset: Preset, seed: int = 0, mask: np.ndarray 
     # extent (sqrt of area) of SMALL_OBJECT_EXTENT of the long side, linear below.
     size_gain = np.minimum(1.0, np.sqrt(areas) / (SMALL_OBJECT_EXTENT * long_side))
     size_gain[0] = 1.0
-    weight = regions.moveability * anchor_profile(objects, preset.stiffness) * per_object(gain * size_gain)
+    weight = regions.moveability * anchor_profile(objects, preset.stiffness, rooted=preset.what_moves == "flame") * per_object(gain * size_gain)
     rigid_table = np.where(areas < LARGE_OBJECT_FRACTION * objects.size, RIGIDITY, 0.0)
     rigid_table[0] = 0.0
     rigid = per_object(rigid_table)
