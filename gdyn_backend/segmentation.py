@@ -93,14 +93,22 @@ def _hsv(rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return hsv[..., 0], hsv[..., 1], hsv[..., 2]
 
 
-def local_detail(rgb: np.ndarray) -> np.ndarray:
-    """Local texture energy, float32 [H, W]: blurred gradient magnitude of luma (per pixel unit)."""
+def local_detail(rgb: np.ndarray, colour: bool = False) -> np.ndarray:
+    """Local texture energy, float32 [H, W]: blurred gradient magnitude (per pixel unit).
+
+    Of luma, or with `colour` the largest over the R, G, B channels (so a red
+    petal on brown soil, nearly equal in brightness, still has an edge).
+    """
     h, w = rgb.shape[:2]
-    luma = cv2.cvtColor(np.ascontiguousarray(rgb, np.float32), cv2.COLOR_RGB2GRAY)
-    gx = cv2.Sobel(luma, cv2.CV_32F, 1, 0, ksize=3) / 8.0
-    gy = cv2.Sobel(luma, cv2.CV_32F, 0, 1, ksize=3) / 8.0
+    rgb = np.ascontiguousarray(rgb, np.float32)
+    planes = [rgb[..., c] for c in range(3)] if colour else [cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)]
+    magnitude = np.zeros((h, w), np.float32)
+    for plane in planes:
+        gx = cv2.Sobel(plane, cv2.CV_32F, 1, 0, ksize=3) / 8.0
+        gy = cv2.Sobel(plane, cv2.CV_32F, 0, 1, ksize=3) / 8.0
+        magnitude = np.maximum(magnitude, np.sqrt(gx * gx + gy * gy))
     sigma = max(1.0, max(h, w) / 160.0)
-    return cv2.GaussianBlur(np.sqrt(gx * gx + gy * gy), (0, 0), sigma)
+    return cv2.GaussianBlur(magnitude, (0, 0), sigma)
 
 
 def _ramp(x: np.ndarray, low: float, high: float) -> np.ndarray:
@@ -234,14 +242,15 @@ def analyze(rgb: np.ndarray, what_moves: str = "plants", alpha: np.ndarray | Non
     moveability = np.clip(moveability, 0.0, 1.0).astype(np.float32)
     objects = connected_objects(moveability)
     if what_moves == "plants":
-        moveability = moveability * focus_factor(objects, detail)
+        moveability = moveability * focus_factor(objects, local_detail(rgb, colour=True))
     return MotionRegions(moveability, objects)
 
 
 def focus_factor(objects: np.ndarray, detail: np.ndarray, floor: float = 0.1) -> np.ndarray:
     """Per object: how sharp (in focus) it is, float32 [H, W] in floor..1 (1 outside objects).
 
-    Sharpness = 90th percentile of `local_detail` over the object, relative
+    Sharpness = 95th percentile of `local_detail` over the object and a 2 px
+    ring around it (its outline: a smooth petal still has a crisp edge), relative
     to the sharpest object covering at least 1 % of the frame; 0.45 or less
     gives `floor` (a defocused background blob), 0.85 or more gives 1 (the
     subject and anything as sharp).
@@ -251,7 +260,9 @@ def focus_factor(objects: np.ndarray, detail: np.ndarray, floor: float = 0.1) ->
     if count == 0:
         return table[objects]
     areas = np.bincount(objects.ravel(), minlength=count + 1)[1:]
-    sharp = np.array([np.percentile(detail[objects == label], 90) for label in range(1, count + 1)])
+    ring = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (5, 5))
+    sharp = np.array([np.percentile(detail[cv2.dilate((objects == label).astype(np.uint8), ring) > 0], 95)
+                      for label in range(1, count + 1)])
     sizeable = areas >= 0.01 * objects.size  # a tiny glint must not set the reference
     reference = float(sharp[sizeable].max() if sizeable.any() else sharp.max())
     relative = sharp / max(reference, 1e-6)
