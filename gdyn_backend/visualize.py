@@ -98,7 +98,7 @@ def preview(image, out_png, preset: str = "gentle_breeze", seed: int = 0, mask=N
     """Sample the procedural motion for `image`, render it, save the montage PNG.
 
     Rows sliced: the row with the most motion (5 % margin from the edges) and
-    the middle row.
+    the middle row (or the row at 1/5 of the height when those two are close).
     Returns the path written.
     """
     from gdyn_backend.presets import load_preset
@@ -115,7 +115,8 @@ def preview(image, out_png, preset: str = "gentle_breeze", seed: int = 0, mask=N
     frames = render_frames(rgb, alpha, volume, num_frames, fps)
     energy = spectral.mean_displacement_magnitude(volume)
     margin = h // 20  # rows at the frame's edge show border fill, not the motion
-    rows = [margin + int(np.argmax(energy[margin:h - margin].mean(axis=1))), h // 2]
+    busiest = margin + int(np.argmax(energy[margin:h - margin].mean(axis=1)))
+    rows = [busiest, h // 2 if abs(busiest - h // 2) > h // 10 else h // 5]
     out_png = Path(out_png)
     out_png.parent.mkdir(parents=True, exist_ok=True)
     io.write_png(out_png, montage(rgb, regions.moveability, volume, frames, rows))
