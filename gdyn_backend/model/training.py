@@ -164,12 +164,13 @@ def _run(cfg: TrainConfig, dataset: SpectralPairs, module: torch.nn.Module, para
     state_path = out / "state.safetensors"
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.0)
     step = 0
-    if state_path.exists():
-        step, saved = load_training_state(state_path, module, optimizer)
+    saved = saved_run_config(out)
+    if saved is not None:
         for key in ("kind", "preset", "stage"):
             if saved["train"].get(key) != run_config["train"].get(key):
                 raise UserError(f"{out} holds a run with {key}={saved['train'].get(key)}; "
                                 "use a new --out folder or the same settings to resume")
+        step, saved = load_training_state(state_path, module, optimizer)
         run_config = {**saved, "train": {**saved["train"], "steps": cfg.steps}}
     if dist_info.main:
         out.mkdir(parents=True, exist_ok=True)
@@ -198,7 +199,7 @@ def _run(cfg: TrainConfig, dataset: SpectralPairs, module: torch.nn.Module, para
         progress.advance()
         if step % cfg.log_every == 0 or step == cfg.steps:
             rate = seen / max(time.perf_counter() - t0, 1e-9)
-            log({"step": step, **{k: f"{float(v):.6f}" for k, v in parts.items()},
+            log({"step": step, **{k: f"{float(v.detach()):.6f}" for k, v in parts.items()},
                  "samples_per_s": f"{rate:.3f}", "lr": cfg.lr})
             t0, seen = time.perf_counter(), 0
         if step % cfg.save_every == 0 or step == cfg.steps:
@@ -230,7 +231,7 @@ def train_vae(cfg: TrainConfig, progress: Progress | None = None) -> Path:
                 run_config)
 
 
-def _encode(vae: SpectralVAE, volumes: torch.Tensor, latent_scale: float) -> torch.Tensor:
+def encode_latents(vae: SpectralVAE, volumes: torch.Tensor, latent_scale: float) -> torch.Tensor:
     """Normalized volumes [B, K, 4, H, W] -> scaled latent means [B, K, 4, h, w]."""
     b, k = volumes.shape[:2]
     with torch.no_grad():
@@ -285,11 +286,11 @@ def train_ldm(cfg: TrainConfig, progress: Progress | None = None) -> Path:
         latent_scale = float(saved["latent_scale"])
     if latent_scale is None:  # LDM: scale latents to unit variance, measured on the first batch
         images, volumes = next(iter(torch.utils.data.DataLoader(dataset, batch_size=min(len(dataset), 8))))
-        std = _encode(vae, volumes.to(dist_info.device), 1.0).std()
+        std = encode_latents(vae, volumes.to(dist_info.device), 1.0).std()
         latent_scale = float(1.0 / _all_reduce_mean(std, dist_info).clamp_min(1e-6))
 
     def loss_fn(model, images, volumes):
-        z0 = _encode(vae, volumes, latent_scale)
+        z0 = encode_latents(vae, volumes, latent_scale)
         b = z0.shape[0]
         t = torch.randint(0, diffusion.num_train_steps, (b,), device=z0.device)
         noise = torch.randn_like(z0)

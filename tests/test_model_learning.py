@@ -1,0 +1,148 @@
+"""Learning on CPU with the real training code (`gdyn train`): the VAE learns spectral maps;
+the tiny LDM's stage 1 learns, stage 2 trains only the frequency attention; runs resume."""
+
+import csv
+
+import numpy as np
+import pytest
+import torch
+from synthetic import band_motion, synthetic_still
+
+from gdyn_backend import spectral
+from gdyn_backend.model.checkpoint import load_model
+from gdyn_backend.model.data import compute_statistics, save_pair
+from gdyn_backend.cli import main
+from gdyn_backend.model.training import TrainConfig, train_vae
+from gdyn_backend.model.vae import VAE_CONFIGS, SpectralVAE
+from gdyn_backend.model.diffusion import alphas_cumprod, predict_x0, q_sample
+from gdyn_backend.model.training import encode_latents
+from gdyn_backend.model.unet import condition_image
+from gdyn_backend.sources.model import decoder, image_tensor
+
+W = H = 16
+T, FPS, K = 16, 16.0, 4
+VAE_STEPS, LDM_STEPS = 300, 600
+
+
+def pair(seed):
+    """A still and the spectral volume [K, 4, H, W] of known sinusoidal motion in bands 1..3."""
+    motion = band_motion(W, H, FPS, T, bands=(1, 2, 3), amplitudes_px=(2.0, 1.0, 0.5), seed=seed)
+    volume = spectral.volume_from_trajectories(motion.trajectories(T, FPS), FPS, K)
+    return (synthetic_still(W, H, seed) * 255 + 0.5).astype(np.uint8), volume
+
+
+def make_data(folder, seeds):
+    (folder / "samples").mkdir(parents=True)
+    for i, seed in enumerate(seeds):
+        save_pair(folder / "samples" / f"c{i:03d}.safetensors", *pair(seed))
+    compute_statistics(folder)
+    return folder
+
+
+def reconstruction_error(vae, normalizer, volume):
+    """Mean |decoded - true| amplitude in pixels, relative to mean |true|."""
+    with torch.no_grad():
+        x = torch.from_numpy(normalizer.normalize(volume.amplitude))
+        recon = vae(x, sample=False)[0].numpy()
+    return np.abs(normalizer.denormalize(recon) - volume.amplitude).mean() / np.abs(volume.amplitude).mean()
+
+
+@pytest.fixture(scope="module")
+def vae_run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("learn")
+    family = make_data(root / "family", range(6))
+    vae = train_vae(TrainConfig("vae", str(family), str(root / "vae"), preset="tiny", steps=VAE_STEPS,
+                                batch_size=4, lr=3e-3, log_every=50, save_every=10_000, workers=0))
+    return root, vae
+
+
+@pytest.fixture(scope="module")
+def ldm_runs(vae_run):
+    """Stage 1 (per band) then stage 2 (frequency attention only), through `gdyn train ldm`."""
+    root, vae = vae_run
+    one = make_data(root / "one", [0] * 16)      # one pair, 16 copies so a batch holds 16 noise draws
+    common = ["--preset", "tiny", "--batch-size", "16", "--lr", "3e-3", "--workers", "0", "--log-every", "10"]
+    assert main(["train", "ldm", str(one), "-o", str(root / "s1"), "--vae", str(vae),
+                 "--steps", str(LDM_STEPS), *common]) == 0
+    assert main(["train", "ldm", str(one), "-o", str(root / "s2"), "--stage", "attention",
+                 "--init", str(root / "s1" / "model.safetensors"), "--steps", "10", *common]) == 0
+    return root
+
+
+def test_vae_learns_spectral_maps(vae_run):
+    root, vae_path = vae_run
+    trained = load_model(vae_path)
+    torch.manual_seed(0)                        # the initial weights of the run (seed 0)
+    initial = SpectralVAE(VAE_CONFIGS["tiny"]).eval()
+    for seed in (0, 100):                       # a training volume and an unseen one (stated factors 2x, 1.4x)
+        _, volume = pair(seed)
+        before = reconstruction_error(initial, trained.normalizer, volume)
+        after = reconstruction_error(trained.vae, trained.normalizer, volume)
+        print(f"VAE relative L1 error, volume seed {seed}: {before:.3f} -> {after:.3f} ({before / after:.1f}x)")
+        assert after < before / (2.0 if seed == 0 else 1.4)
+    log = (root / "vae" / "log.csv").read_text().splitlines()
+    assert log[0].startswith("step,loss,l1,gradient,kl") and len(log) == 1 + VAE_STEPS // 50
+
+
+def test_ldm_denoises_its_pair(ldm_runs):
+    """The stage-1 denoiser learned its pair: from the latent noised to step n (n <= 300 of 1000),
+    one x0 prediction decodes to the pair's volume (as the VAE reconstructs it) within 20 %."""
+    model = load_model(ldm_runs / "s1" / "model.safetensors", require_unet=True)
+    image, volume = pair(0)
+    x = torch.from_numpy(model.normalizer.normalize(volume.amplitude))[None]
+    z0 = encode_latents(model.vae, x, model.latent_scale)
+    decode = decoder(model, (H, W))
+    with torch.no_grad():
+        target = decode(z0)
+        cond = condition_image(image_tensor(image / 255.0, W, H, "cpu"), z0.shape[-2:])
+        abar = alphas_cumprod(model.diffusion).float()
+        g = torch.Generator().manual_seed(0)
+        errors = {}
+        for n in (100, 300):
+            zt = q_sample(z0, torch.randn(z0.shape, generator=g), abar[[n]])
+            x0 = predict_x0(zt, model.unet(zt, torch.tensor([n]), cond, torch.ones(1)), float(abar[n]))
+            errors[n] = ((decode(x0) - target).norm() / target.norm()).item()
+    print(f"LDM one-step denoising, relative L2 error of the decoded volume by step: {errors}")
+    assert max(errors.values()) < 0.2
+
+
+def _losses(run):
+    rows = list(csv.DictReader((run / "log.csv").open()))
+    return [int(r["step"]) for r in rows], [float(r["loss"]) for r in rows]
+
+
+def test_ldm_stage_one_learns(ldm_runs):
+    steps, losses = _losses(ldm_runs / "s1")
+    assert steps == list(range(10, LDM_STEPS + 1, 10))
+    print(f"LDM stage 1 noise-prediction loss: first {losses[0]:.3f}, last three {losses[-3:]}")
+    assert np.mean(losses[-3:]) < 0.4 * losses[0]
+    model = load_model(ldm_runs / "s1" / "model.safetensors", require_unet=True)
+    assert model.stage == "frequency" and model.step == LDM_STEPS and not model.unet.config.frequency_attention
+
+
+def test_ldm_stage_two_trains_only_frequency_attention(ldm_runs):
+    s1 = load_model(ldm_runs / "s1" / "model.safetensors", require_unet=True)
+    s2 = load_model(ldm_runs / "s2" / "model.safetensors", require_unet=True)
+    assert s2.stage == "attention" and s2.unet.config.frequency_attention and s2.latent_scale == s1.latent_scale
+    first = s1.unet.state_dict()
+    changed = {name for name, value in s2.unet.state_dict().items()
+               if name not in first or not torch.equal(value, first[name])}
+    assert changed and all(".freq." in name for name in changed)          # frozen stage-1 weights
+    assert any(name.endswith("freq.out.weight") for name in changed)      # attention left zero init
+    for a, b in zip(s1.vae.state_dict().values(), s2.vae.state_dict().values()):
+        assert torch.equal(a, b)
+
+
+def test_training_resumes_from_its_state(ldm_runs, capsys):
+    root = ldm_runs
+    args = ["train", "ldm", str(root / "one"), "-o", str(root / "s2"), "--stage", "attention",
+            "--init", str(root / "s1" / "model.safetensors"), "--preset", "tiny", "--batch-size", "16",
+            "--lr", "3e-3", "--workers", "0", "--log-every", "5"]
+    assert main(args + ["--steps", "15"]) == 0
+    steps, _ = _losses(root / "s2")
+    assert steps == [10, 15]                                              # continued at step 10
+    assert load_model(root / "s2" / "model.safetensors").step == 15
+    wrong = ["train", "ldm", str(root / "one"), "-o", str(root / "s2"), "--vae", str(root / "vae" / "model.safetensors"),
+             "--preset", "tiny", "--workers", "0", "--steps", "20"]
+    assert main(wrong) == 2                                               # stage 1 into a stage-2 run
+    assert "stage=attention" in capsys.readouterr().err
