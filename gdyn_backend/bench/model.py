@@ -32,7 +32,7 @@ def run(table, quick: bool) -> None:
     h, w = vae.latent_size(height, width)
     params = sum(p.numel() for p in unet.parameters()) / 1e6
     where = torch.cuda.get_device_name(0) if device.type == "cuda" else "CPU (no GPU in this run)"
-    label = f"{preset} U-Net ({params:.0f}M params), {width}x{height}, K={BANDS}, {where}"
+    label = f"{preset} U-Net ({params:.1f}M params), {width}x{height}, K={BANDS}, {where}"
     gpu = device.type == "cuda"
     repeats, warmup = (3, 1) if gpu else (2, 1) if quick else (1, 0)
 
