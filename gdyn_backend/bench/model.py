@@ -59,7 +59,9 @@ def run(table, quick: bool) -> None:
         if gpu:
             torch.cuda.synchronize()
 
-    table.add(SECTION, "VAE decode of K bands (s)", f"{best_time(decode, repeats, warmup):.3f}", label)
+    vae_params = sum(p.numel() for p in vae.parameters()) / 1e6
+    table.add(SECTION, "VAE decode of K bands (s)", f"{best_time(decode, repeats, warmup):.3f}",
+              f"{preset} VAE ({vae_params:.1f}M params), {width}x{height}, K={BANDS}, {where}")
 
     # Training throughput, stage 1 (no frequency attention, all weights trained).
     train_unet = MotionUNet(UNET_CONFIGS[preset]).to(device).train()
