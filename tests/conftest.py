@@ -6,11 +6,12 @@ from pathlib import Path
 
 import pytest
 
+import gdyn_backend  # noqa: F401  (sets OpenCV/OpenMP environment before torch loads)
+
 sys.path.insert(0, str(Path(__file__).parent))  # tests/synthetic.py
 
 from synthetic import SHARED_STILLS  # noqa: E402
 
-os.environ.setdefault("OMP_NUM_THREADS", "2")
 
 
 @pytest.fixture
