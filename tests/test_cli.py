@@ -26,7 +26,7 @@ def test_every_command_has_help():
 def test_info_reports_versions_and_device():
     result = run_gdyn("info")
     assert result.returncode == 0, result.stderr
-    for key in ("torch", "numpy", "opencv-python", "device", "torch threads"):
+    for key in ("torch", "numpy", "opencv-python", "device", "torch threads", "gentle_breeze", "no trained weights"):
         assert key in result.stdout
     assert "device: cpu" in result.stdout or "device: cuda" in result.stdout
 

@@ -36,7 +36,11 @@ def collect() -> dict[str, str]:
     for dist in ("torch", "numpy", "opencv-python", "safetensors", "imageio", "scipy", "bpy"):
         info[dist] = _version(dist)
     info.update(describe_device())
-    info["model checkpoints"] = os.environ.get("GDYN_CHECKPOINTS", "none configured (set GDYN_CHECKPOINTS)")
+    info["motion model"] = ("no trained weights ship with gdyn; train one (gdyn dataset, gdyn train) "
+                            "and pass --checkpoint FILE")
+    from gdyn_backend.presets import list_presets, presets_dir
+
+    info["presets"] = f"{', '.join(list_presets())} ({presets_dir()})"
     return info
 
 
