@@ -32,8 +32,8 @@ def test_info_reports_versions_and_device():
 
 
 def test_example_still_is_a_textured_scene(tmp_path):
-    assert main(["example", str(tmp_path / "ex.png"), "--size", "160x100"]) == 0
-    still = io.read_image(tmp_path / "ex.png")
+    assert main(["example", str(tmp_path / "new" / "ex.png"), "--size", "160x100"]) == 0
+    still = io.read_image(tmp_path / "new" / "ex.png")
     assert (still.width, still.height) == (160, 100)
     assert float(still.rgb.std()) > 0.1
     assert main(["example", str(tmp_path / "bad.png"), "--size", "big"]) == 2

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from gdyn_backend.errors import UserError
 from gdyn_backend.example import write_example_still
 
@@ -19,6 +21,7 @@ def parse_size(text: str) -> tuple[int, int]:
 
 def run(args) -> int:
     w, h = parse_size(args.size)
+    Path(args.output).parent.mkdir(parents=True, exist_ok=True)
     write_example_still(args.output, w, h, args.seed)
     print(args.output)
     return 0
