@@ -103,7 +103,7 @@ def make_renderer(checkpoint: Path | None = None):
     return DefaultRenderer()
 
 
-def _full_resolution_weights(weights: np.ndarray, width: int, height: int) -> np.ndarray:
+def full_resolution_weights(weights: np.ndarray, width: int, height: int) -> np.ndarray:
     """W [h, w] in motion pixels -> [height, width] in output pixels (bilinear)."""
     h, w = weights.shape
     factor = 0.5 * (width / w + height / h)
@@ -140,7 +140,7 @@ def render_sequence(still: io.Still, displacements: Iterable[np.ndarray], weight
     height, width = still.height, still.width
     if mask is not None and mask.shape != (height, width):
         raise ValueError(f"mask {mask.shape} must match the still {(height, width)}")
-    full_weights = _full_resolution_weights(weights, width, height)
+    full_weights = full_resolution_weights(weights, width, height)
     if mask is not None:
         full_weights = full_weights * mask  # pinned pixels count as static background
     (outdir / "frames").mkdir(parents=True, exist_ok=True)

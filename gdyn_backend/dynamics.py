@@ -475,13 +475,13 @@ class LivePreview:
     """
 
     def __init__(self, simulator: ModalSimulator, still, mask: np.ndarray | None = None, renderer=None):
-        from gdyn_backend.animate import _full_resolution_weights, make_renderer
+        from gdyn_backend.animate import full_resolution_weights, make_renderer
 
         self.simulator, self.still, self.mask = simulator, still, mask
         self.renderer = renderer or make_renderer()
         basis = simulator.basis
         pinned = simulator.volume.with_amplitude(_masked_amplitude(simulator))
-        self.weights = _full_resolution_weights(spectral.mean_displacement_magnitude(pinned),
+        self.weights = full_resolution_weights(spectral.mean_displacement_magnitude(pinned),
                                                 still.width, still.height)
         if mask is not None:
             self.weights = self.weights * mask
