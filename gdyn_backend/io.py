@@ -147,6 +147,32 @@ def read_mask(path, width: int, height: int) -> np.ndarray:
     return np.clip(mask, 0.0, 1.0).astype(np.float32)
 
 
+def read_safetensors(path, expected_format: str, what: str, hint: str = "",
+                     framework: str = "numpy") -> tuple[dict, dict[str, str]]:
+    """All tensors and the string metadata of a gdyn safetensors file.
+
+    The file's metadata `format` must equal `expected_format`. A missing,
+    unreadable or foreign file raises UserError naming `what` (e.g. "motion
+    file"), followed by `hint` (what to do). framework: "numpy" or "pt".
+    safetensors never unpickles, so any file is safe to open.
+    """
+    from safetensors import SafetensorError, safe_open
+
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{what} not found: {path}")
+    try:
+        with safe_open(str(path), framework=framework) as f:
+            meta = f.metadata() or {}
+            tensors = {key: f.get_tensor(key) for key in f.keys()}
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise UserError(f"{path} is not a safetensors {what} ({exc})") from None
+    if meta.get("format") != expected_format:
+        raise UserError(f"{path} is not a gdyn {what} (format={meta.get('format')!r})"
+                        + (f"; {hint}" if hint else ""))
+    return tensors, meta
+
+
 # ---------------------------------------------------------------------------
 # Output folders
 

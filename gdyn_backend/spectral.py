@@ -303,22 +303,14 @@ def save_volume(volume: SpectralVolume, path) -> Path:
 
 def load_volume(path) -> SpectralVolume:
     """Read and validate a spectral volume file; UserError on anything wrong."""
-    from safetensors import safe_open
-    from safetensors import SafetensorError
+    from gdyn_backend.io import read_safetensors
 
     path = Path(path)
-    if not path.is_file():
-        raise UserError(f"motion file not found: {path}")
-    try:
-        with safe_open(str(path), framework="numpy") as f:
-            meta = f.metadata() or {}
-            keys = list(f.keys())
-            amp = f.get_tensor("amplitude") if "amplitude" in keys else None
-    except (SafetensorError, OSError, ValueError) as exc:
-        raise UserError(f"{path} is not a safetensors motion file ({exc})") from None
-    if meta.get("format") != FORMAT_NAME or amp is None:
-        raise UserError(f"{path} is not a gdyn spectral volume (format={meta.get('format')!r}); "
-                        "make one with `gdyn extract`, `gdyn sample` or `gdyn animate`")
+    tensors, meta = read_safetensors(path, FORMAT_NAME, "motion file",
+                                     "make one with `gdyn extract`, `gdyn sample` or `gdyn animate`")
+    amp = tensors.get("amplitude")
+    if amp is None:
+        raise UserError(f"{path}: motion file has no `amplitude` tensor")
     try:
         freqs = json.loads(meta["frequencies_hz"])
         fps, period = float(meta["fps"]), int(meta["period_frames"])
@@ -426,9 +418,9 @@ def save_normalizer(normalizer: FrequencyNormalizer, path) -> Path:
 
 
 def load_normalizer(path) -> FrequencyNormalizer:
-    from safetensors.numpy import load_file
+    """Read scales written by `save_normalizer`; UserError on anything wrong."""
+    from gdyn_backend.io import read_safetensors
 
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"normalization statistics not found: {path}")
-    return FrequencyNormalizer.from_tensors(load_file(str(path)))
+    tensors, _ = read_safetensors(path, "gdyn-normalization", "normalization statistics file",
+                                  "make it with `gdyn dataset`")
+    return FrequencyNormalizer.from_tensors(tensors)

@@ -156,7 +156,7 @@ def test_bad_motion_files_are_refused(tmp_path):
 
     other = tmp_path / "other.safetensors"
     save_file({"weights": np.zeros(3, np.float32)}, str(other), {"format": "something"})
-    with pytest.raises(UserError, match="not a gdyn spectral volume"):
+    with pytest.raises(UserError, match="not a gdyn motion file"):
         spectral.load_volume(other)
     amp = np.zeros((2, 4, 3, 3), np.float32)
     amp[1, 0, 1, 1] = np.nan

@@ -40,6 +40,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from gdyn_backend.errors import UserError
+from gdyn_backend.io import read_safetensors
 from gdyn_backend.render.default import DefaultRenderer, importance_from_weights, render_batch
 from gdyn_backend.render.splat import softmax_splat
 
@@ -189,20 +190,9 @@ def save_checkpoint(model: RendererNet, path, extra: dict[str, str] | None = Non
 
 def load_checkpoint(path, device: str | torch.device = "cpu") -> tuple[RendererNet, dict[str, str]]:
     """The network of a renderer checkpoint (eval mode) and its metadata; UserError if invalid."""
-    from safetensors import SafetensorError, safe_open
-
     path = Path(path)
-    if not path.is_file():
-        raise UserError(f"renderer checkpoint not found: {path}")
-    try:
-        with safe_open(str(path), framework="pt", device="cpu") as f:
-            meta = f.metadata() or {}
-            tensors = {k: f.get_tensor(k) for k in f.keys()}
-    except (SafetensorError, OSError, ValueError) as exc:
-        raise UserError(f"{path} is not a safetensors renderer checkpoint ({exc})") from None
-    if meta.get("format") != FORMAT_NAME:
-        raise UserError(f"{path} is not a gdyn renderer checkpoint (format={meta.get('format')!r}); "
-                        "train one with `gdyn train renderer`")
+    tensors, meta = read_safetensors(path, FORMAT_NAME, "renderer checkpoint",
+                                     "train one with `gdyn train renderer`", framework="pt")
     try:
         model = RendererNet(RendererConfig.from_json(meta["config"]))
         model.load_state_dict(tensors, strict=True)
