@@ -10,8 +10,8 @@ from gdyn_backend import spectral
 from gdyn_backend.cli import main
 from gdyn_backend.io import write_png
 from gdyn_backend.model.checkpoint import DataInfo, MotionModel, save_model
-from gdyn_backend.model.diffusion import (DiffusionConfig, LoopGuidance, alphas_cumprod, cfg_eps, loop_seam,
-                                          q_sample, sample_ddim)
+from gdyn_backend.model.diffusion import (DiffusionConfig, LoopGuidance, alphas_cumprod, cfg_eps, epsilon_fn,
+                                          loop_seam, q_sample, sample_ddim, training_target)
 from gdyn_backend.model.unet import UNET_CONFIGS, MotionUNet
 from gdyn_backend.model.vae import VAE_CONFIGS, SpectralVAE
 from gdyn_backend.sources.model import decoder
@@ -51,6 +51,25 @@ def test_ddim_with_an_exact_denoiser_returns_the_data():
     zt = q_sample(x0, torch.randn_like(x0), abar[torch.tensor([999, 999])])
     torch.testing.assert_close(sample_ddim(oracle, zt, torch.zeros(2, 3, 3, 5), DiffusionConfig(), 1, 0.0), x0,
                                rtol=1e-4, atol=1e-4)
+
+
+def test_v_prediction_is_converted_to_the_true_noise():
+    """A U-Net that outputs its training target v exactly becomes, through `epsilon_fn`, the
+    exact eps predictor, so DDIM from pure noise returns the data."""
+    cfg = DiffusionConfig(prediction="v")
+    abar = alphas_cumprod(cfg).float()
+    x0, noise = torch.randn(3, K, 4, 3, 5), torch.randn(3, K, 4, 3, 5)
+    t = torch.tensor([0, 500, 999])
+    zt = q_sample(x0, noise, abar[t])
+
+    def v_oracle(z, t, image, conditioned):   # v of z given x0: sqrt(abar) eps - sqrt(1 - abar) x0
+        a = abar[t].reshape(-1, 1, 1, 1, 1)
+        return training_target(x0, (z - a.sqrt() * x0) / (1 - a).sqrt(), abar[t], "v")
+
+    eps_fn = epsilon_fn(v_oracle, cfg)
+    torch.testing.assert_close(eps_fn(zt, t, None, None), noise, rtol=1e-4, atol=1e-4)
+    out = sample_ddim(eps_fn, torch.randn_like(x0), torch.zeros(3, 3, 3, 5), cfg, 10, 0.0)
+    torch.testing.assert_close(out, x0, rtol=1e-4, atol=1e-4)
 
 
 def test_cfg_weight_zero_is_the_conditional_model():

@@ -38,7 +38,7 @@ from gdyn_backend.errors import UserError
 from gdyn_backend.model.checkpoint import (MotionModel, load_model, load_training_state, save_model,
                                            save_training_state)
 from gdyn_backend.model.data import SpectralPairs
-from gdyn_backend.model.diffusion import DiffusionConfig, alphas_cumprod, q_sample
+from gdyn_backend.model.diffusion import DIFFUSION_CONFIGS, alphas_cumprod, q_sample, training_target
 from gdyn_backend.model.unet import UNET_CONFIGS, MotionUNet, condition_image, load_stage_one
 from gdyn_backend.model.vae import VAE_CONFIGS, SpectralVAE, vae_loss
 from gdyn_backend.progress import Progress
@@ -246,7 +246,6 @@ def train_ldm(cfg: TrainConfig, progress: Progress | None = None) -> Path:
     dist_info = setup_distributed()
     torch.manual_seed(cfg.seed + dist_info.rank)
     dataset = SpectralPairs(cfg.data)
-    diffusion = DiffusionConfig()
     if cfg.stage == "frequency":
         if not cfg.vae:
             raise UserError("stage 'frequency' needs --vae RUN/model.safetensors from `gdyn train vae`")
@@ -258,6 +257,7 @@ def train_ldm(cfg: TrainConfig, progress: Progress | None = None) -> Path:
                               latent_channels=base.vae.config.latent_channels)
         unet = MotionUNet(unet_config).to(dist_info.device)
         params = list(unet.parameters())
+        diffusion = DIFFUSION_CONFIGS[cfg.preset]
         latent_scale = None
     else:
         if not cfg.init:
@@ -269,6 +269,7 @@ def train_ldm(cfg: TrainConfig, progress: Progress | None = None) -> Path:
         params = unet.frequency_attention_parameters()
         for p in params:
             p.requires_grad_(True)
+        diffusion = base.diffusion
         latent_scale = base.latent_scale
     if base.data.num_bands != dataset.info.num_bands or (base.data.width, base.data.height) != (
             dataset.info.width, dataset.info.height):
@@ -296,8 +297,8 @@ def train_ldm(cfg: TrainConfig, progress: Progress | None = None) -> Path:
         noise = torch.randn_like(z0)
         zt = q_sample(z0, noise, abar[t])
         keep = (torch.rand(b, device=z0.device) >= cfg.cond_dropout).float()
-        eps = model(zt, t, condition_image(images, z0.shape[-2:]), keep)
-        return {"loss": F.mse_loss(eps.float(), noise)}
+        out = model(zt, t, condition_image(images, z0.shape[-2:]), keep)
+        return {"loss": F.mse_loss(out.float(), training_target(z0, noise, abar[t], diffusion.prediction))}
 
     def make_model(step):
         return MotionModel(vae, base.normalizer, base.data, unet, diffusion, latent_scale, cfg.stage, step)

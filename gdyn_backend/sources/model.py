@@ -21,7 +21,7 @@ from gdyn_backend import spectral
 from gdyn_backend.errors import UserError
 from gdyn_backend.io import Still
 from gdyn_backend.model.checkpoint import MotionModel, load_model
-from gdyn_backend.model.diffusion import LoopGuidance, sample_ddim
+from gdyn_backend.model.diffusion import LoopGuidance, epsilon_fn, sample_ddim
 from gdyn_backend.model.unet import condition_image
 from gdyn_backend.progress import Progress
 
@@ -91,8 +91,7 @@ def sample_amplitudes(model: MotionModel, images: torch.Tensor, seed: int = 0, s
     loop = None
     if loop_guidance > 0:
         loop = LoopGuidance(loop_guidance, decode, info.frequencies_hz(), info.fps, int(loop_frames), recurrences)
-    unet = model.unet
-    latents = sample_ddim(unet, noise, cond, model.diffusion, steps, guidance, loop, generator, progress)
+    latents = sample_ddim(epsilon_fn(model.unet, model.diffusion), noise, cond, model.diffusion, steps, guidance, loop, generator, progress)
     with torch.no_grad():
         return decode(latents).float()
 
