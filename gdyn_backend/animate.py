@@ -46,6 +46,7 @@ class AnimateOptions:
     video:      optional .mp4 or .gif written beside the frames.
     bit_depth:  8 or 16 for the PNG frames; None = the still's own depth.
     renderer_checkpoint: learned renderer weights; None = default renderer.
+    steps:      DDIM steps of the model source; None = the paper's (250, or 500 with loop).
     """
 
     motion: Path | None = None
@@ -62,6 +63,7 @@ class AnimateOptions:
     video: Path | None = None
     bit_depth: int | None = None
     renderer_checkpoint: Path | None = None
+    steps: int | None = None
 
     def validate(self) -> None:
         if self.motion is None and self.source not in SOURCES:
@@ -74,6 +76,8 @@ class AnimateOptions:
             raise UserError(f"--amplitude must be a number >= 0, got {self.amplitude}")
         if not (np.isfinite(self.speed) and self.speed > 0):
             raise UserError(f"--speed must be a positive number, got {self.speed}")
+        if self.steps is not None and int(self.steps) < 1:
+            raise UserError(f"--steps must be at least 1, got {self.steps}")
         if self.bit_depth not in (None, 8, 16):
             raise UserError(f"--bit-depth must be 8 or 16, got {self.bit_depth}")
         if self.loop and int(self.frames) < 2:
@@ -84,12 +88,14 @@ class AnimateOptions:
 
 @dataclass
 class AnimateResult:
-    """What `animate` wrote: the output folder, frame count, motion file, video (or None)."""
+    """What `animate` wrote: the output folder, frame count, motion file, video (or None),
+    and the source that made the motion ("procedural", "model", "video", ...)."""
 
     outdir: Path
     frames: int
     motion: Path
     video: Path | None
+    source: str
 
 
 def make_renderer(checkpoint: Path | None = None):
@@ -172,7 +178,7 @@ def render_sequence(still: io.Still, displacements: Iterable[np.ndarray], weight
 
 
 def _motion_volume(still: io.Still, options: AnimateOptions, mask: np.ndarray | None,
-                   ) -> spectral.SpectralVolume:
+                   progress: Progress) -> spectral.SpectralVolume:
     """The spectral volume for the still from the motion file or the chosen source."""
     if options.motion is not None:
         return spectral.load_volume(options.motion)
@@ -185,7 +191,11 @@ def _motion_volume(still: io.Still, options: AnimateOptions, mask: np.ndarray | 
         raise UserError("--source model needs --checkpoint FILE (a trained motion model)")
     from gdyn_backend.sources import model
 
-    return model.sample_volume(still, Path(options.checkpoint), seed=options.seed, loop=options.loop)
+    # The loop the guidance closes is the animation's, in the model's time
+    # (`--speed` later multiplies every frequency).
+    loop_seconds = options.frames / options.fps * options.speed
+    return model.sample_volume(still, Path(options.checkpoint), seed=options.seed, loop=options.loop,
+                               steps=options.steps, progress=progress, loop_seconds=loop_seconds)
 
 
 def _pinned(volume: spectral.SpectralVolume, mask: np.ndarray) -> spectral.SpectralVolume:
@@ -213,7 +223,7 @@ def animate(image, outdir, options: AnimateOptions | None = None,
     still = io.read_image(image)
     mask = io.read_mask(options.mask, still.width, still.height) if options.mask is not None else None
     renderer = make_renderer(options.renderer_checkpoint)
-    volume = edited_volume(_motion_volume(still, options, mask), options)
+    volume = edited_volume(_motion_volume(still, options, mask, progress), options)
     weights = spectral.mean_displacement_magnitude(volume)
     times = spectral.frame_times(int(options.frames), float(options.fps))
     bit_depth = int(options.bit_depth or still.bit_depth)
@@ -238,4 +248,4 @@ def animate(image, outdir, options: AnimateOptions | None = None,
         # The saved volume has the mask multiplied in (at motion resolution), so it
         # replays the pinned motion; the frames use the exact full-resolution mask.
         spectral.save_volume(volume if mask is None else _pinned(volume, mask), tmp / "motion.safetensors")
-    return AnimateResult(outdir, count, outdir / "motion.safetensors", video)
+    return AnimateResult(outdir, count, outdir / "motion.safetensors", video, volume.source)

@@ -630,4 +630,4 @@ def simulate_to_folder(image, motion, output, *, forces=(), drags=(), damping: f
                                 bit_depth=int(bit_depth or still.bit_depth), video=target,
                                 progress=progress, total=frames)
         spectral.save_volume(pinned, tmp / "motion.safetensors")
-    return AnimateResult(outdir, count, outdir / "motion.safetensors", video)
+    return AnimateResult(outdir, count, outdir / "motion.safetensors", video, f"simulation of {volume.source}")

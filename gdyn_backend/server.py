@@ -220,11 +220,12 @@ def _path(params: dict, key: str, required: bool = True) -> Path | None:
 
 
 _ANIMATE_PATHS = ("motion", "checkpoint", "mask", "video", "renderer_checkpoint")
-_NUMBERS = {"frames": int, "seed": int, "bit_depth": int, "fps": float, "amplitude": float, "speed": float}
+_NUMBERS = {"frames": int, "seed": int, "bit_depth": int, "steps": int, "fps": float, "amplitude": float,
+            "speed": float}
 
 
 def _number(method: str, key: str, value, kind):
-    if value is None and key == "bit_depth":
+    if value is None and key in ("bit_depth", "steps"):
         return None
     if isinstance(value, bool) or not isinstance(value, (int, float)) or (kind is int and value != int(value)):
         raise UserError(f"{method}: parameter {key!r} must be {'an integer' if kind is int else 'a number'}, "
@@ -237,7 +238,7 @@ def animate_options(params: dict):
 
     params: image, output (paths), and any of motion, source, preset,
     checkpoint, frames, fps, loop, amplitude, speed, seed, mask, video,
-    bit_depth, renderer_checkpoint. `source` "motion" means: use `motion`.
+    bit_depth, renderer_checkpoint, steps. `source` "motion" means: use `motion`.
     """
     from dataclasses import fields
 
@@ -269,9 +270,9 @@ def animate_options(params: dict):
 
 
 def _result(done) -> dict:
-    """An `animate.AnimateResult` as JSON: output folder, frame count, motion file, video."""
+    """An `animate.AnimateResult` as JSON: output folder, frame count, motion file, video, source."""
     return {"output": str(done.outdir), "frames": done.frames, "motion": str(done.motion),
-            "video": str(done.video) if done.video is not None else None}
+            "video": str(done.video) if done.video is not None else None, "source": done.source}
 
 
 def _animate(params: dict, progress: Progress) -> dict:

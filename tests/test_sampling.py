@@ -143,7 +143,7 @@ def test_sample_cli_writes_a_model_volume(tmp_path, capsys):
 @pytest.mark.parametrize("problem, message", [
     ("missing", "checkpoint not found"),
     ("vae-only", "only a VAE"),
-    ("motion-file", "not a 'gdyn-motion-model'"),
+    ("motion-file", "not a gdyn motion model checkpoint"),
 ])
 def test_sample_cli_bad_checkpoint(tmp_path, capsys, problem, message):
     write_png(tmp_path / "still.png", np.zeros((8, 8, 3), np.float32))
@@ -158,3 +158,27 @@ def test_sample_cli_bad_checkpoint(tmp_path, capsys, problem, message):
     assert main(["sample", str(tmp_path / "still.png"), "--checkpoint", str(ckpt), "-o", str(out)]) == 2
     assert message in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_animate_with_the_model_source_loops_the_animation(tmp_path, capsys):
+    """`gdyn animate --source model`: the model's volume drives the frames, the loop
+    guidance targets the animation's own length, and the output names its source."""
+    ckpt = save_model(random_model(), tmp_path / "model.safetensors")
+    rng = np.random.default_rng(1)
+    still = rng.random((24, 32, 3)).astype(np.float32)
+    write_png(tmp_path / "still.png", still)
+    out = tmp_path / "anim"
+    assert main(["animate", str(tmp_path / "still.png"), "-o", str(out), "--source", "model",
+                 "--checkpoint", str(ckpt), "--steps", "3", "--frames", "12", "--fps", "24",
+                 "--speed", "2", "--loop"]) == 0
+    assert "motion source: model" in capsys.readouterr().err
+    volume = spectral.load_volume(out / "motion.safetensors")
+    assert volume.source == "model" and volume.metadata["ddim_steps"] == "3"
+    # 12 frames at 24 fps played 2x fast is 1 s of the model's time: 16 frames at its 16 fps.
+    assert volume.metadata["loop_frames"] == str(round(12 / 24 * 2 * FPS))
+    assert len(list((out / "frames").glob("*.png"))) == 12
+    texture = spectral.motion_texture(volume, spectral.frame_times(13, 24.0))
+    assert np.abs(texture[12] - texture[0]).max() < 1e-3     # the loop closes exactly
+    assert main(["animate", str(tmp_path / "still.png"), "-o", str(tmp_path / "bad"), "--source", "model",
+                 "--checkpoint", str(ckpt), "--steps", "0"]) == 2
+    assert not (tmp_path / "bad").exists()

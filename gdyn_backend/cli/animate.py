@@ -16,10 +16,11 @@ def run(args) -> int:
         motion=args.motion, source=args.source, preset=args.preset, checkpoint=args.checkpoint,
         frames=args.frames, fps=args.fps, loop=args.loop, amplitude=args.amplitude,
         speed=args.speed, seed=args.seed, mask=args.mask, video=args.video,
-        bit_depth=args.bit_depth, renderer_checkpoint=args.renderer_checkpoint)
+        bit_depth=args.bit_depth, renderer_checkpoint=args.renderer_checkpoint, steps=args.steps)
     result = animate(args.image, args.output, options, Progress(terminal_bar()))
     print(f"wrote {result.frames} frames to {result.outdir}"
-          + (f" and {result.video}" if result.video else ""), file=sys.stderr)
+          + (f" and {result.video}" if result.video else "")
+          + f" (motion source: {result.source})", file=sys.stderr)
     return 0
 
 
@@ -53,6 +54,8 @@ def register(sub) -> None:
                    help="also write an .mp4 (H.264) or .gif of the frames")
     p.add_argument("--bit-depth", type=int, choices=(8, 16), default=None,
                    help="PNG bit depth of the frames (default: that of the still)")
+    p.add_argument("--steps", type=int, default=None,
+                   help="DDIM steps for --source model (default: 250, or 500 with --loop)")
     p.add_argument("--renderer-checkpoint", type=Path, metavar="F",
                    help="learned renderer weights (gdyn train renderer); default: the "
                         "weight-free softmax-splatting renderer")

@@ -98,14 +98,16 @@ def sample_amplitudes(model: MotionModel, images: torch.Tensor, seed: int = 0, s
 
 def sample_volume(still: Still, checkpoint_path, seed: int = 0, loop: bool = False, steps: int | None = None,
                   guidance: float = DEFAULT_GUIDANCE, loop_guidance: float = DEFAULT_LOOP_GUIDANCE,
-                  progress: Progress | None = None, loop_frames: int | None = None) -> spectral.SpectralVolume:
+                  progress: Progress | None = None, loop_frames: int | None = None,
+                  loop_seconds: float | None = None) -> spectral.SpectralVolume:
     """A spectral volume [K, 4, H, W] (model resolution, pixels) for `still`, source "model".
 
     steps:         DDIM steps; default 250, or 500 with `loop` (paper §7.1).
     guidance:      classifier-free guidance weight w (0 = conditional model only).
     loop:          add the motion self-guidance (weight `loop_guidance`, 2
                    self-recurrences) so an N-frame loop (`loop_frames`, default 60
-                   at the model's fps) closes in position and velocity.
+                   at the model's fps) closes in position and velocity;
+                   `loop_seconds` gives that length in seconds instead.
     Metadata names the checkpoint (file name, stage, training step) and the settings.
     """
     steps = int(steps or (DEFAULT_LOOP_STEPS if loop else DEFAULT_STEPS))
@@ -117,10 +119,12 @@ def sample_volume(still: Still, checkpoint_path, seed: int = 0, loop: bool = Fal
     model = cached_model(checkpoint_path, device)
     if steps > model.diffusion.num_train_steps:
         raise UserError(f"--steps must be at most {model.diffusion.num_train_steps}, got {steps}")
+    info = model.data
+    if loop_seconds is not None:
+        loop_frames = max(2, round(float(loop_seconds) * info.fps))
     frames = int(loop_frames or DEFAULT_LOOP_FRAMES)
     if loop and frames < 2:
         raise UserError(f"a loop needs at least 2 frames, got {frames}")
-    info = model.data
     images = image_tensor(still.rgb, info.width, info.height, device)
     amplitude = sample_amplitudes(model, images, seed, steps, guidance, loop_guidance if loop else 0.0,
                                   frames, LOOP_RECURRENCES, progress)[0]
