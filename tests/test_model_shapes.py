@@ -144,7 +144,7 @@ def test_model_file_errors(tmp_path):
         load_model(path, require_unet=True)
     motion = spectral.save_volume(spectral.SpectralVolume(np.zeros((2, 4, 3, 3), np.float32), [0, 1], 30, 4, "x"),
                                   tmp_path / "motion.safetensors")
-    with pytest.raises(UserError, match="not a 'gdyn-motion-model'"):
+    with pytest.raises(UserError, match="not a gdyn motion model checkpoint"):
         load_model(motion)
     with pytest.raises(UserError, match="not found"):
         load_model(tmp_path / "missing.safetensors")

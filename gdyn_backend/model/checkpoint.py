@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from gdyn_backend.errors import UserError
+from gdyn_backend.io import read_safetensors
 from gdyn_backend.model.diffusion import DiffusionConfig
 from gdyn_backend.model.unet import MotionUNet, UNetConfig
 from gdyn_backend.model.vae import SpectralVAE, VAEConfig
@@ -83,21 +84,9 @@ def _save(tensors: dict[str, torch.Tensor], metadata: dict[str, str], path) -> P
 
 
 def _open(path, expected_format: str) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-    from safetensors import SafetensorError, safe_open
-
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"checkpoint not found: {path}")
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            meta = f.metadata() or {}
-            tensors = {k: f.get_tensor(k) for k in f.keys()}
-    except (SafetensorError, OSError, ValueError) as exc:
-        raise UserError(f"{path} is not a safetensors checkpoint ({exc})") from None
-    if meta.get("format") != expected_format:
-        raise UserError(f"{path} is a {meta.get('format')!r} file, not a {expected_format!r} file"
-                        + ("; train one with `gdyn train vae` / `gdyn train ldm`" if expected_format == MODEL_FORMAT else ""))
-    return tensors, meta
+    what = "motion model checkpoint" if expected_format == MODEL_FORMAT else "training state"
+    return read_safetensors(path, expected_format, what,
+                            "train one with `gdyn train vae` / `gdyn train ldm`", framework="pt")
 
 
 def _prefixed(tensors: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
