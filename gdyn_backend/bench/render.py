@@ -77,7 +77,18 @@ torch.set_num_threads({threads}); cv2.setNumThreads({threads})
 w, h, n = 3840, 2160, {frames}
 rgb, disp, weights = _scene(w // 4, h // 4)  # motion at a quarter of the resolution
 still = io.Still(cv2.resize(rgb, (w, h)), None, 8)
-rss = lambda: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+def rss():
+    # Peak of this process's own memory (MiB). VmHWM starts fresh at exec;
+    # ru_maxrss would carry the parent's peak across fork+exec on Linux (the
+    # model section before this one holds ~16 GiB).
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 marks = {{}}
 def frames():
     for i in range(n):
