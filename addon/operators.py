@@ -149,7 +149,8 @@ class _WiresFrames(_JobOperator):
         if wired is not None:
             cyclic = job.method == "animate" and context.scene.gdyn.loop
             show_in_image_editors(context, self._source, wired, cyclic)
-        self.report({"INFO"}, f"GDyn: {self.verb} done: {job.result['output']}")
+        self.report({"INFO"}, f"GDyn: {self.verb} done: {job.result['output']} "
+                             f"(motion source: {job.result.get('source', 'unknown')})")
 
 
 class GDYN_OT_animate(_WiresFrames, bpy.types.Operator):
