@@ -134,13 +134,42 @@ def volume_from_trajectories(trajectories: np.ndarray, fps: float,
     return from_complex_modes(modes, band_frequencies(num_bands, fps, t), fps, t, source, metadata)
 
 
-def _phase_table(frequencies_hz: np.ndarray, times_s: np.ndarray, anchored: bool) -> np.ndarray:
-    """cos/sin weights [N, K, 2] so that F = sum_k cos*Re(A) - sin*Im(A)."""
-    phase = 2.0 * np.pi * np.outer(np.asarray(times_s, np.float64), frequencies_hz)
+def _mixing_matrix(frequencies_hz, times_s, anchored: bool) -> np.ndarray:
+    """float32 [N*2, K*4]: row (t, axis) weights that axis's (Re, Im) of every band.
+
+    F_t = sum_k cos(2 pi f_k t) Re(A_k) - sin(2 pi f_k t) Im(A_k); anchored
+    subtracts F at t = 0 (cos - 1), so frame 0 is the still.
+    """
+    phase = 2.0 * np.pi * np.outer(np.atleast_1d(np.asarray(times_s, np.float64)),
+                                   np.asarray(frequencies_hz, np.float64))
     cos, sin = np.cos(phase), np.sin(phase)
     if anchored:
-        cos = cos - 1.0  # subtract F at t = 0, so frame 0 is the still
-    return np.stack([cos, -sin], axis=-1)
+        cos = cos - 1.0
+    n, k = phase.shape
+    mixing = np.zeros((n, 2, k, 4), np.float32)
+    mixing[:, 0, :, 0], mixing[:, 0, :, 1] = cos, -sin
+    mixing[:, 1, :, 2], mixing[:, 1, :, 3] = cos, -sin
+    return mixing.reshape(n * 2, k * 4)
+
+
+def texture_from_amplitudes(amplitude, frequencies_hz, times_s, anchored: bool = True):
+    """Forward displacements from raw amplitudes, numpy or torch (differentiable).
+
+    amplitude:      [..., K, 4, H, W] (Re x, Im x, Re y, Im y), pixels; a numpy
+                    array or a torch tensor (the model's loop guidance takes
+                    gradients through this).
+    frequencies_hz: [K] Hz; times_s: [N] seconds.
+    Returns [..., N, 2, H, W] in pixels, of the same kind as `amplitude`.
+    """
+    mixing = _mixing_matrix(frequencies_hz, times_s, anchored)
+    *lead, k, _, h, w = amplitude.shape
+    if not isinstance(amplitude, np.ndarray):
+        import torch
+
+        mixing = torch.as_tensor(mixing, dtype=amplitude.dtype, device=amplitude.device)
+    # One matrix product on the [K*4, HW] amplitudes (no transposed copy).
+    out = mixing @ amplitude.reshape(*lead, k * 4, h * w)
+    return out.reshape(*lead, -1, 2, h, w)
 
 
 def displacement_at(volume: SpectralVolume, time_s: float, anchored: bool = True) -> np.ndarray:
@@ -160,17 +189,7 @@ def motion_texture(volume: SpectralVolume, times_s, anchored: bool = True) -> np
     Memory is N * 2 * H * W floats: stream long animations with
     `displacement_at` instead.
     """
-    weights = _phase_table(volume.frequencies_hz, np.atleast_1d(times_s), anchored).astype(np.float32)
-    n, k = weights.shape[:2]
-    _, _, h, w = volume.amplitude.shape
-    # One matrix product on the contiguous [K*4, HW] amplitudes (no per-call
-    # transposed copy): row (t, x) weights channels (Re x, Im x) of every band,
-    # row (t, y) weights (Re y, Im y).
-    mixing = np.zeros((n, 2, k, 4), np.float32)
-    mixing[:, 0, :, 0:2] = weights
-    mixing[:, 1, :, 2:4] = weights
-    out = mixing.reshape(n * 2, k * 4) @ volume.amplitude.reshape(k * 4, h * w)
-    return out.reshape(n, 2, h, w)
+    return texture_from_amplitudes(volume.amplitude, volume.frequencies_hz, times_s, anchored)
 
 
 def frame_times(num_frames: int, fps: float) -> np.ndarray:

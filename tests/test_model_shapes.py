@@ -10,7 +10,7 @@ from gdyn_backend import spectral
 from gdyn_backend.errors import UserError
 from gdyn_backend.model.checkpoint import (DataInfo, MotionModel, load_model, load_training_state, save_model,
                                            save_training_state)
-from gdyn_backend.model.diffusion import DiffusionConfig, motion_texture_torch
+from gdyn_backend.model.diffusion import DiffusionConfig
 from gdyn_backend.model.unet import UNET_CONFIGS, MotionUNet, load_stage_one
 from gdyn_backend.model.vae import VAE_CONFIGS, SpectralVAE, vae_loss
 
@@ -107,14 +107,18 @@ def test_paper_size_configs_build():
 
 
 def test_torch_motion_texture_equals_spectral():
+    """The loop guidance evaluates the same band sum on batched torch tensors, with gradients."""
     rng = np.random.default_rng(0)
     freqs = spectral.band_frequencies(16, 30.0, 150)
     volume = spectral.SpectralVolume(rng.normal(size=(16, 4, 5, 7)).astype(np.float32), freqs, 30.0, 150, "test")
     times = np.array([0.0, 1 / 30, 0.517, 4.96, 5.0])
     for anchored in (True, False):
         expected = spectral.motion_texture(volume, times, anchored)
-        got = motion_texture_torch(torch.from_numpy(volume.amplitude)[None], freqs, times, anchored)[0]
-        np.testing.assert_allclose(got.numpy(), expected, rtol=1e-4, atol=1e-4)
+        amplitude = torch.from_numpy(volume.amplitude)[None].requires_grad_(True)
+        got = spectral.texture_from_amplitudes(amplitude, freqs, times, anchored)
+        got.abs().sum().backward()
+        assert amplitude.grad is not None and amplitude.grad.abs().sum() > 0
+        np.testing.assert_allclose(got[0].detach().numpy(), expected, rtol=1e-4, atol=1e-4)
 
 
 def _tiny_model(attention=True) -> MotionModel:

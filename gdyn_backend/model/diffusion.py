@@ -34,6 +34,7 @@ from typing import Callable
 import numpy as np
 import torch
 
+from gdyn_backend import spectral
 from gdyn_backend.progress import Progress
 
 EpsFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
@@ -145,24 +146,6 @@ def cfg_eps(eps_fn: EpsFn, z: torch.Tensor, t: torch.Tensor, image: torch.Tensor
 # Motion textures in torch (for the loop guidance)
 
 
-def motion_texture_torch(amplitude: torch.Tensor, frequencies_hz, times_s, anchored: bool = True) -> torch.Tensor:
-    """Differentiable twin of `spectral.motion_texture`.
-
-    amplitude:      [..., K, 4, H, W] (Re x, Im x, Re y, Im y), pixels.
-    frequencies_hz: [K] Hz; times_s: [N] seconds.
-    Returns F at those times, [..., N, 2, H, W] in pixels.
-    """
-    f = torch.as_tensor(np.asarray(frequencies_hz, np.float64))
-    t = torch.as_tensor(np.atleast_1d(np.asarray(times_s, np.float64)))
-    phase = 2.0 * math.pi * t[:, None] * f[None, :]        # [N, K]
-    cos, sin = torch.cos(phase), torch.sin(phase)
-    if anchored:
-        cos = cos - 1.0
-    cos, sin = cos.to(amplitude), sin.to(amplitude)
-    re, im = amplitude[..., 0::2, :, :], amplitude[..., 1::2, :, :]   # [..., K, 2, H, W]
-    return torch.einsum("nk,...kahw->...nahw", cos, re) - torch.einsum("nk,...kahw->...nahw", sin, im)
-
-
 @dataclass(frozen=True)
 class LoopGuidance:
     """Motion self-guidance for seamless loops of `loop_frames` frames at `fps`.
@@ -192,7 +175,7 @@ def loop_seam(amplitude: torch.Tensor, frequencies_hz, fps: float, loop_frames: 
     """
     n = int(loop_frames)
     times = np.array([0, 1, n - 1, n], np.float64) / float(fps)
-    f = motion_texture_torch(amplitude, frequencies_hz, times)        # [B, 4, 2, H, W]
+    f = spectral.texture_from_amplitudes(amplitude, frequencies_hz, times)        # [B, 4, 2, H, W]
     position = (f[:, 3] - f[:, 0]).abs().flatten(1).mean(1)
     velocity = ((f[:, 3] - f[:, 2]) - (f[:, 1] - f[:, 0])).abs().flatten(1).mean(1)
     return position + velocity
