@@ -228,19 +228,8 @@ def animate(image, outdir, options: AnimateOptions | None = None,
     times = spectral.frame_times(int(options.frames), float(options.fps))
     bit_depth = int(options.bit_depth or still.bit_depth)
     video = Path(options.video) if options.video is not None else None
-
-    inside = None
-    if video is not None:
-        try:
-            inside = video.resolve().relative_to(outdir.resolve())
-        except ValueError:
-            if not video.resolve().parent.is_dir():
-                raise UserError(f"folder for --video does not exist: {video.parent}") from None
     with io.atomic_output_dir(outdir) as tmp:
-        video_target = video
-        if inside is not None:  # inside OUTDIR: written into the temporary folder, travels with it
-            video_target = tmp / inside
-            video_target.parent.mkdir(parents=True, exist_ok=True)
+        video_target = io.staged_path(video, outdir, tmp) if video is not None else None
         count = render_sequence(still, (spectral.displacement_at(volume, t) for t in times), weights,
                                 tmp, fps=float(options.fps), renderer=renderer, mask=mask,
                                 bit_depth=bit_depth, video=video_target, progress=progress,

@@ -624,7 +624,7 @@ def simulate_to_folder(image, motion, output, *, forces=(), drags=(), damping: f
     outdir = Path(output)
     video = Path(video) if video is not None else None
     with io.atomic_output_dir(outdir) as tmp:
-        target = tmp / video.name if video is not None and video.resolve().parent == outdir.resolve() else video
+        target = io.staged_path(video, outdir, tmp) if video is not None else None
         count = render_sequence(still, simulate(simulator, frames, pokes, holds), weights, tmp, fps=fps,
                                 renderer=make_renderer(), mask=full_mask,
                                 bit_depth=int(bit_depth or still.bit_depth), video=target,

@@ -207,6 +207,26 @@ def atomic_output_dir(outdir) -> Iterator[Path]:
     shutil.rmtree(old, ignore_errors=True)
 
 
+def staged_path(path, outdir, staging: Path) -> Path:
+    """Where to write `path` while `outdir` is being built in `staging`.
+
+    A path inside OUTDIR (at any depth) maps to the same place in the
+    temporary folder of `atomic_output_dir`, so it appears with the folder;
+    its parent folders are made there. A path elsewhere is returned as it is,
+    and its folder must already exist (UserError otherwise).
+    """
+    path = Path(path)
+    try:
+        inside = path.resolve().relative_to(Path(outdir).resolve())
+    except ValueError:
+        if not path.resolve().parent.is_dir():
+            raise UserError(f"folder for {path.name} does not exist: {path.parent}") from None
+        return path
+    target = staging / inside
+    target.parent.mkdir(parents=True, exist_ok=True)
+    return target
+
+
 # ---------------------------------------------------------------------------
 # Videos
 

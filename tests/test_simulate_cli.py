@@ -83,3 +83,11 @@ def test_bad_input_is_one_line_exit_2_and_no_outdir(inputs, capsys, args):
     assert len(err) == 1 and err[0].startswith("gdyn: error: ")
     assert not (inputs / "out").exists()
     assert not list(inputs.glob(".out*"))  # no partial folder left either
+
+
+def test_video_in_a_subfolder_of_outdir_travels_with_it(inputs):
+    nested = inputs / "out" / "videos" / "sim.gif"
+    assert simulate(inputs, "--frames", "6", "--force", "0:30,20:3,0", "--video", str(nested)) == 0
+    assert nested.stat().st_size > 0
+    assert sorted(p.name for p in inputs.iterdir() if p.name.startswith(".")) == []  # no staging left
+    assert simulate(inputs, "--frames", "6", "--video", str(inputs / "nowhere" / "sim.mp4")) == 2
