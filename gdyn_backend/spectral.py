@@ -294,11 +294,22 @@ def _atomic_target(path: Path) -> Path:
     return path.with_name(f".{path.name}.partial-{os.getpid()}")
 
 
+def motion_output_path(path) -> Path:
+    """Check a motion file name before long work; UserError if it cannot be one."""
+    path = Path(path)
+    if path.suffix != ".safetensors":
+        raise UserError(f"output must end in .safetensors, got {path.name}")
+    if path.is_dir():
+        raise UserError(f"output {path} is a folder; give a file name ending in .safetensors")
+    return path
+
+
 def save_volume(volume: SpectralVolume, path) -> Path:
-    """Write the shared safetensors file; appears whole or not at all."""
+    """Write the shared safetensors file (making its folder); appears whole or not at all."""
     from safetensors.numpy import save_file
 
     path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     meta = dict(volume.metadata)
     meta.update({
         "format": FORMAT_NAME,

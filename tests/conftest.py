@@ -1,6 +1,5 @@
 """Shared fixtures: real photos from ../shared/data (skip cleanly when absent)."""
 
-import os
 import sys
 from pathlib import Path
 

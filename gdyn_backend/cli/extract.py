@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
 from gdyn_backend import spectral
 from gdyn_backend.cli.example import parse_size
@@ -24,11 +23,7 @@ def motion_size(args) -> tuple[int, int | None]:
 
 
 def run(args) -> int:
-    output = Path(args.output)
-    if output.suffix != ".safetensors":
-        raise UserError(f"output must end in .safetensors, got {output.name}")
-    if output.is_dir():
-        raise UserError(f"output {output} is a folder; give a file name ending in .safetensors")
+    output = spectral.motion_output_path(args.output)
     if args.frames < 2:
         raise UserError(f"--frames must be at least 2, got {args.frames}")
     width, height = motion_size(args)
@@ -40,7 +35,6 @@ def run(args) -> int:
     if check != "passed":
         print(f"gdyn: warning: kept despite the filter (--force): {check[len('forced: '):]}",
               file=sys.stderr)
-    output.parent.mkdir(parents=True, exist_ok=True)
     spectral.save_volume(volume, output)
     print(f"wrote {output}: {volume.num_bands} bands up to {volume.frequencies_hz[-1]:.2f} Hz, "
           f"{volume.width}x{volume.height}, mean motion {float(volume.metadata['mean_motion_px']):.2f} px")

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
-from gdyn_backend.errors import UserError
 from gdyn_backend.progress import Progress, terminal_bar
 
 
@@ -13,16 +10,11 @@ def run(args) -> int:
     from gdyn_backend.io import read_image
     from gdyn_backend.sources.model import sample_volume
 
-    output = Path(args.output)
-    if output.suffix != ".safetensors":
-        raise UserError(f"output must end in .safetensors, got {output.name}")
-    if output.is_dir():
-        raise UserError(f"output {output} is a folder; give a file name ending in .safetensors")
+    output = spectral.motion_output_path(args.output)
     still = read_image(args.image)
     volume = sample_volume(still, args.checkpoint, seed=args.seed, loop=args.loop, steps=args.steps,
                            guidance=args.guidance, loop_guidance=args.loop_guidance,
                            progress=Progress(terminal_bar()), loop_frames=args.loop_frames)
-    output.parent.mkdir(parents=True, exist_ok=True)
     spectral.save_volume(volume, output)
     print(f"wrote {output}: {volume.num_bands} bands, {volume.width}x{volume.height}, "
           f"{volume.metadata['ddim_steps']} DDIM steps")
