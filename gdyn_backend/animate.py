@@ -26,12 +26,12 @@ import numpy as np
 
 from gdyn_backend import io, spectral
 from gdyn_backend.errors import UserError
+from gdyn_backend.presets import DEFAULT_PRESET
 from gdyn_backend.progress import Progress
 
 SOURCES = ("procedural", "model")
 DEFAULT_FRAMES = 150  # the paper's T: 5 s at 30 fps
 DEFAULT_FPS = 30.0
-DEFAULT_PRESET = "gentle_breeze"
 
 
 @dataclass

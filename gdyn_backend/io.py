@@ -85,18 +85,62 @@ def read_image(path) -> Still:
     return Still(np.ascontiguousarray(rgb, np.float32), alpha, depth)
 
 
-def _temporary_sibling(path: Path) -> Path:
-    return path.with_name(f".{path.stem}.partial-{os.getpid()}{path.suffix}")
+class AtomicPath:
+    """A file or folder written under a hidden temporary sibling, then renamed into place.
+
+    `tmp` is `.NAME.partial-PID[SUFFIX]` next to `path` (the suffix is kept so
+    encoders that choose by extension still work, and the PID names the
+    writer). `commit()` renames `tmp` to `path` (an existing folder is swapped
+    out and removed); `abort()` removes `tmp`. This is the one place in gdyn
+    that makes a write whole or nothing; `atomic_path` wraps it for a block.
+    """
+
+    def __init__(self, path):
+        self.path = Path(path)
+        self.tmp = self.path.with_name(f".{self.path.stem}.partial-{os.getpid()}{self.path.suffix}")
+        _remove(self.tmp)
+
+    def commit(self) -> Path:
+        if self.tmp.is_dir() and self.path.is_dir():
+            old = self.path.with_name(f".{self.path.stem}.old-{os.getpid()}{self.path.suffix}")
+            os.replace(self.path, old)
+            os.replace(self.tmp, self.path)
+            _remove(old)
+        else:
+            os.replace(self.tmp, self.path)
+        return self.path
+
+    def abort(self) -> None:
+        _remove(self.tmp)
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
+
+
+@contextmanager
+def atomic_path(path) -> Iterator[Path]:
+    """Yield a temporary path to write `path` through; renamed into place if the block succeeds.
+
+    On any error (or a cancel) the temporary file or folder is removed and
+    `path` is untouched. The caller creates the file or folder at the yielded path.
+    """
+    target = AtomicPath(path)
+    try:
+        yield target.tmp
+        target.commit()
+    except BaseException:
+        target.abort()
+        raise
 
 
 def _imwrite_atomic(path: Path, data: np.ndarray, params: tuple[int, ...] = ()) -> None:
-    tmp = _temporary_sibling(path)
-    try:
+    with atomic_path(path) as tmp:
         if not cv2.imwrite(str(tmp), data, list(params)):
             raise UserError(f"could not write {path}")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def write_png(path, rgb: np.ndarray, alpha: np.ndarray | None = None, bit_depth: int = 8) -> None:
@@ -192,19 +236,9 @@ def atomic_output_dir(outdir) -> Iterator[Path]:
         raise UserError(f"output folder {outdir} is not empty and is not a gdyn output; "
                         "choose a new folder")
     outdir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = outdir.with_name(f".{outdir.name}.partial-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
-    try:
+    with atomic_path(outdir) as tmp:
+        tmp.mkdir()
         yield tmp
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    old = outdir.with_name(f".{outdir.name}.old-{os.getpid()}")
-    if outdir.exists():
-        os.replace(outdir, old)
-    os.replace(tmp, outdir)
-    shutil.rmtree(old, ignore_errors=True)
 
 
 def staged_path(path, outdir, staging: Path) -> Path:
@@ -320,13 +354,13 @@ class VideoWriter:
         suffix = self.path.suffix.lower()
         if suffix not in (".mp4", ".gif"):
             raise UserError(f"video output must end in .mp4 or .gif, got {self.path.name}")
-        self._tmp = _temporary_sibling(self.path)
+        self._target = AtomicPath(self.path)
         if suffix == ".mp4":
-            self._writer = imageio.get_writer(str(self._tmp), format="ffmpeg", fps=fps,
+            self._writer = imageio.get_writer(str(self._target.tmp), format="ffmpeg", fps=fps,
                                               codec="libx264", quality=8, macro_block_size=2,
                                               pixelformat="yuv420p")
         else:
-            self._writer = imageio.get_writer(str(self._tmp), format="GIF", mode="I",
+            self._writer = imageio.get_writer(str(self._target.tmp), format="GIF", mode="I",
                                               duration=1000.0 / fps, loop=0)
 
     def append(self, rgb: np.ndarray) -> None:
@@ -338,10 +372,10 @@ class VideoWriter:
 
     def close(self) -> None:
         self._writer.close()
-        os.replace(self._tmp, self.path)
+        self._target.commit()
 
     def abort(self) -> None:
         try:
             self._writer.close()
         finally:
-            self._tmp.unlink(missing_ok=True)
+            self._target.abort()

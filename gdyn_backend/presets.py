@@ -1,4 +1,4 @@
-"""Motion presets: small sets of physical parameters in `presets/*.toml`.
+"""Motion presets: small sets of physical parameters in `presets/*.toml` (shipped as package data).
 
 A preset describes how a scene sways, not what it looks like. The procedural
 prior (`gdyn_backend.sources.procedural`) turns one into a spectral volume;
@@ -83,9 +83,18 @@ _RANGES = {
 
 
 def presets_dir() -> Path:
-    """The presets folder: $GDYN_PRESETS, else `presets/` at the repository root."""
+    """The presets folder: $GDYN_PRESETS, else the one shipped with the package.
+
+    An installed wheel has the files in `gdyn_backend/preset_files/` (package
+    data made from the top-level `presets/` folder, see pyproject.toml); a
+    source checkout (editable install) reads the top-level `presets/` itself.
+    """
     override = os.environ.get("GDYN_PRESETS")
-    return Path(override) if override else Path(__file__).resolve().parents[1] / "presets"
+    if override:
+        return Path(override)
+    here = Path(__file__).resolve().parent
+    packaged = here / "preset_files"
+    return packaged if packaged.is_dir() else here.parent / "presets"
 
 
 def list_presets() -> list[str]:

@@ -37,7 +37,6 @@ from gdyn_backend.progress import Progress
 
 PROTOCOL_VERSION = 1
 PROGRESS_INTERVAL_S = 0.05  # at most ~20 progress events per second per job
-PRESETS_DIR = Path(__file__).resolve().parent.parent / "presets"
 
 
 def _one_line(text: str) -> str:

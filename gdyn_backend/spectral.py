@@ -23,7 +23,6 @@ the frequency adaptive normalization of the model (paper eq. 4).
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -290,10 +289,6 @@ def resampled(volume: SpectralVolume, width: int, height: int) -> SpectralVolume
 # File format
 
 
-def _atomic_target(path: Path) -> Path:
-    return path.with_name(f".{path.name}.partial-{os.getpid()}")
-
-
 def motion_output_path(path) -> Path:
     """Check a motion file name before long work; UserError if it cannot be one."""
     path = Path(path)
@@ -308,6 +303,8 @@ def save_volume(volume: SpectralVolume, path) -> Path:
     """Write the shared safetensors file (making its folder); appears whole or not at all."""
     from safetensors.numpy import save_file
 
+    from gdyn_backend.io import atomic_path
+
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     meta = dict(volume.metadata)
@@ -321,13 +318,9 @@ def save_volume(volume: SpectralVolume, path) -> Path:
         "height": str(volume.height),
         "source": volume.source,
     })
-    tmp = _atomic_target(path)
-    try:
+    with atomic_path(path) as tmp:
         # safetensors writes wrong bytes for non-contiguous arrays: copy first.
         save_file({"amplitude": np.ascontiguousarray(volume.amplitude, np.float32)}, str(tmp), meta)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
     return path
 
 
@@ -436,14 +429,12 @@ def save_normalizer(normalizer: FrequencyNormalizer, path) -> Path:
     """Write scales as safetensors (`normalization_scales` [K])."""
     from safetensors.numpy import save_file
 
+    from gdyn_backend.io import atomic_path
+
     path = Path(path)
-    tmp = _atomic_target(path)
-    try:
+    with atomic_path(path) as tmp:
         save_file(normalizer.to_tensors(), str(tmp),
                   {"format": "gdyn-normalization", "percentile": str(NORMALIZATION_PERCENTILE)})
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
     return path
 
 

@@ -22,6 +22,7 @@ import cv2
 import numpy as np
 
 from gdyn_backend import io, spectral
+from gdyn_backend.presets import DEFAULT_PRESET
 
 PANEL_WIDTH = 384  # px, width of each panel of the montage
 
@@ -93,7 +94,7 @@ def montage(rgb: np.ndarray, moveability: np.ndarray, volume: spectral.SpectralV
     return np.concatenate([pad(upper), np.zeros((6, width, 3), np.float32), pad(lower)], axis=0)
 
 
-def preview(image, out_png, preset: str = "gentle_breeze", seed: int = 0, mask=None,
+def preview(image, out_png, preset: str = DEFAULT_PRESET, seed: int = 0, mask=None,
             num_frames: int = 120, fps: float = 30.0) -> Path:
     """Sample the procedural motion for `image`, render it, save the montage PNG.
 
@@ -128,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
                                      description="Preview montages (X-t slices) of procedural motion.")
     parser.add_argument("images", nargs="+", type=Path)
     parser.add_argument("-o", "--outdir", type=Path, required=True)
-    parser.add_argument("--preset", default="gentle_breeze")
+    parser.add_argument("--preset", default=DEFAULT_PRESET)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--frames", type=int, default=120)
     args = parser.parse_args(argv)

@@ -14,6 +14,7 @@ import time
 import torch
 
 from gdyn_backend.bench import best_time
+from gdyn_backend.device import torch_device
 from gdyn_backend.model.diffusion import DiffusionConfig, alphas_cumprod, cfg_eps, ddim_step, q_sample
 from gdyn_backend.model.training import autocast
 from gdyn_backend.model.unet import UNET_CONFIGS, MotionUNet
@@ -24,7 +25,7 @@ BANDS = 16
 
 
 def run(table, quick: bool) -> None:
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch_device()
     preset = "tiny" if quick else "paper"
     width, height = (32, 20) if quick else (256, 160)
     vae = SpectralVAE(VAE_CONFIGS[preset]).to(device).eval()

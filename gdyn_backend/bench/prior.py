@@ -29,10 +29,10 @@ TARGET_S = 10.0
 def run(table, quick: bool) -> None:
     from gdyn_backend import animate, io, spectral
     from gdyn_backend.example import draw_example_still
-    from gdyn_backend.presets import load_preset
+    from gdyn_backend.presets import DEFAULT_PRESET, load_preset
     from gdyn_backend.sources.procedural import sample_volume
 
-    preset = load_preset("gentle_breeze")
+    preset = load_preset(DEFAULT_PRESET)
     big = io.Still(draw_example_still(1024, 640), None, 8)
     repeats, warmup = (1, 0) if quick else (3, 1)
     t_big = best_time(lambda: sample_volume(big, preset, seed=0), repeats=repeats, warmup=warmup)

@@ -5,7 +5,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from gdyn_backend.animate import DEFAULT_FPS, DEFAULT_FRAMES, DEFAULT_PRESET, SOURCES, AnimateOptions
+from gdyn_backend.animate import DEFAULT_FPS, DEFAULT_FRAMES, SOURCES, AnimateOptions
+from gdyn_backend.presets import DEFAULT_PRESET
 
 
 def run(args) -> int:

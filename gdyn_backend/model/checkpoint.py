@@ -18,7 +18,6 @@ Two kinds of file:
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -26,7 +25,7 @@ import numpy as np
 import torch
 
 from gdyn_backend.errors import UserError
-from gdyn_backend.io import read_safetensors
+from gdyn_backend.io import atomic_path, read_safetensors
 from gdyn_backend.model.diffusion import DiffusionConfig
 from gdyn_backend.model.unet import MotionUNet, UNetConfig
 from gdyn_backend.model.vae import SpectralVAE, VAEConfig
@@ -74,12 +73,8 @@ def _save(tensors: dict[str, torch.Tensor], metadata: dict[str, str], path) -> P
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.partial-{os.getpid()}")
-    try:
+    with atomic_path(path) as tmp:
         save_file(_contiguous(tensors), str(tmp), metadata)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
     return path
 
 

@@ -22,7 +22,6 @@ list so several jobs can share a collection.
 from __future__ import annotations
 
 import json
-import os
 import re
 from collections import Counter, deque
 from dataclasses import asdict, dataclass
@@ -34,7 +33,7 @@ import torch
 
 from gdyn_backend import spectral
 from gdyn_backend.errors import UserError
-from gdyn_backend.io import IMAGE_SUFFIXES, open_video
+from gdyn_backend.io import IMAGE_SUFFIXES, atomic_path, open_video, read_safetensors
 from gdyn_backend.progress import Progress
 
 VIDEO_SUFFIXES = {".mp4", ".mov", ".avi", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg"}
@@ -101,9 +100,8 @@ def clip_name(root: Path, clip: Path) -> str:
 
 def _write_json_atomic(path: Path, data: dict) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.partial-{os.getpid()}")
-    tmp.write_text(json.dumps(data, indent=1))
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(data, indent=1))
 
 
 def save_pair(path: Path, image: np.ndarray, volume: spectral.SpectralVolume) -> None:
@@ -113,24 +111,15 @@ def save_pair(path: Path, image: np.ndarray, volume: spectral.SpectralVolume) ->
     meta = {k: str(v) for k, v in volume.metadata.items()}
     meta.update({"format": PAIR_FORMAT, "fps": repr(float(volume.fps)), "period_frames": str(volume.period_frames),
                  "frequencies_hz": json.dumps([float(f) for f in volume.frequencies_hz])})
-    tmp = path.with_name(f".{path.name}.partial-{os.getpid()}")
-    try:
+    with atomic_path(path) as tmp:
         save_file({"image": np.ascontiguousarray(image, np.uint8),
                    "amplitude": np.ascontiguousarray(volume.amplitude, np.float32)}, str(tmp), meta)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def load_pair(path) -> tuple[np.ndarray, spectral.SpectralVolume]:
     """(image uint8 [H, W, 3], volume) of one sample file."""
-    from safetensors import safe_open
-
-    with safe_open(str(path), framework="numpy") as f:
-        meta = f.metadata() or {}
-        image, amplitude = f.get_tensor("image"), f.get_tensor("amplitude")
-    if meta.get("format") != PAIR_FORMAT:
-        raise UserError(f"{path} is not a gdyn training pair")
+    tensors, meta = read_safetensors(path, PAIR_FORMAT, "training pair", "make pairs with `gdyn dataset`")
+    image, amplitude = tensors["image"], tensors["amplitude"]
     volume = spectral.SpectralVolume(amplitude, np.array(json.loads(meta["frequencies_hz"])), float(meta["fps"]),
                                      int(meta["period_frames"]), "video")
     return image, volume

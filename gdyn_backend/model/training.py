@@ -34,6 +34,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from gdyn_backend.device import torch_device
 from gdyn_backend.errors import UserError
 from gdyn_backend.model.checkpoint import (MotionModel, load_model, load_training_state, save_model,
                                            save_training_state)
@@ -93,7 +94,7 @@ def setup_distributed() -> Dist:
         if not dist.is_initialized():
             dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
         return Dist(dist.get_rank(), world, device)
-    return Dist(0, 1, torch.device("cuda" if torch.cuda.is_available() else "cpu"))
+    return Dist(0, 1, torch_device())
 
 
 def autocast(device: torch.device):

@@ -22,6 +22,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from gdyn_backend.device import torch_device
 from gdyn_backend.render.holes import confidence_from_coverage, push_pull_fill
 from gdyn_backend.render.splat import prepare_splat, softmax_splat, splat_prepared
 
@@ -74,7 +75,7 @@ class DefaultRenderer:
                  device: str | torch.device | None = None):
         self.sharpness = float(sharpness)
         self.background_bias = float(background_bias)
-        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.device = torch_device(device)
         self._inputs: tuple = ()
         self._prepared = None
         self._has_alpha = False

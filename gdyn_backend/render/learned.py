@@ -29,7 +29,6 @@ gdyn-renderer`.
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Iterator, Sequence
@@ -39,8 +38,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from gdyn_backend.device import torch_device
 from gdyn_backend.errors import UserError
-from gdyn_backend.io import read_safetensors
+from gdyn_backend.io import atomic_path, read_safetensors
 from gdyn_backend.render.default import DefaultRenderer, importance_from_weights, render_batch
 from gdyn_backend.render.splat import softmax_splat
 
@@ -179,12 +179,8 @@ def save_checkpoint(model: RendererNet, path, extra: dict[str, str] | None = Non
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     meta = {"format": FORMAT_NAME, "version": FORMAT_VERSION, "config": model.config.to_json()}
     meta.update(extra or {})
-    tmp = path.with_name(f".{path.name}.partial-{os.getpid()}")
-    try:
+    with atomic_path(path) as tmp:
         tmp.write_bytes(_canonical_header(save(tensors, meta)))
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
     return path
 
 
@@ -210,7 +206,7 @@ class LearnedRenderer:
     """Same contract as `DefaultRenderer.render`; the still is encoded once."""
 
     def __init__(self, model: RendererNet, device: str | torch.device | None = None):
-        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.device = torch_device(device)
         self.model = model.to(self.device).eval()
         cfg = model.config
         self.base = DefaultRenderer(cfg.sharpness, cfg.background_bias, self.device)
@@ -419,7 +415,7 @@ def train_from_args(args) -> int:
     model = None
     if args.resume is not None:
         model, _ = load_checkpoint(args.resume)
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch_device(args.device)
     config = replace(TINY_CONFIG if args.tiny else RendererConfig(), residual=not args.plain)
     model, losses = train(triples, config, steps=args.steps,
                           batch_size=args.batch_size, learning_rate=args.lr, crop=crop,

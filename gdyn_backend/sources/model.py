@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from gdyn_backend import spectral
+from gdyn_backend.device import torch_device
 from gdyn_backend.errors import UserError
 from gdyn_backend.io import Still
 from gdyn_backend.model.checkpoint import MotionModel, load_model
@@ -32,10 +33,6 @@ DEFAULT_LOOP_FRAMES = 60   # a 2 s loop at 30 fps; pass the animation's own fram
 
 _cache: dict[tuple[str, float, str], MotionModel] = {}
 _cache_lock = threading.Lock()
-
-
-def default_device() -> torch.device:
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
 def cached_model(path, device: torch.device) -> MotionModel:
@@ -115,7 +112,7 @@ def sample_volume(still: Still, checkpoint_path, seed: int = 0, loop: bool = Fal
         raise UserError(f"--steps must be at least 1, got {steps}")
     if guidance < 0 or loop_guidance < 0:
         raise UserError("guidance weights must be 0 or more")
-    device = default_device()
+    device = torch_device()
     model = cached_model(checkpoint_path, device)
     if steps > model.diffusion.num_train_steps:
         raise UserError(f"--steps must be at most {model.diffusion.num_train_steps}, got {steps}")
