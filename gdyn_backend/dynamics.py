@@ -65,12 +65,16 @@ at the frames: with no input the energy sum 1/2 |q'|^2 + 1/2 w^2 |q|^2 never
 grows, at any fps and any frequency. "euler" is forward Euler as in the
 paper; its per-step energy gain factor is 1 - 2 xi w dt + (w dt)^2, which is
 above 1 whenever w dt > 2 xi (e.g. a 3 Hz mode at 30 fps with xi = 0.05).
+
+This module is the physics only, in motion pixels, and imports nothing of
+gdyn but `spectral` and `errors`. Pokes and drags in still pixels and the
+OUTDIR pipeline are `gdyn_backend.simulate`; the frame-by-frame preview is
+`gdyn_backend.live`; pin masks are applied to the volume before it gets here
+(`gdyn_backend.pinning`).
 """
 
 from __future__ import annotations
 
-import json
-import time
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -92,7 +96,8 @@ INTEGRATORS = ("exact", "euler")
 class ModalBasis:
     """The oscillating modes of one spectral volume at its motion resolution.
 
-    shapes:        complex64 [M, 2, H, W], A_k (x, y) in pixels, times the pin mask.
+    shapes:        complex64 [M, 2, H, W], A_k (x, y) in pixels (a pinned volume's
+                   are 0 where it is pinned, `gdyn_backend.pinning`).
     footprint:     complex64 [M, 2, H, W], shapes averaged over a Gaussian of
                    sigma `footprint_px` pixels (used to project forces).
     omega:         float64 [M], natural angular frequencies w_k in rad/s.
@@ -142,23 +147,16 @@ class ModalBasis:
         return out.astype(np.complex128)
 
 
-def modal_basis(volume: spectral.SpectralVolume, mask: np.ndarray | None = None,
-                footprint_px: float = DEFAULT_FOOTPRINT_PX) -> ModalBasis:
+def modal_basis(volume: spectral.SpectralVolume, footprint_px: float = DEFAULT_FOOTPRINT_PX) -> ModalBasis:
     """The volume's bands with f_k > 0 as modes (band 0 / 0 Hz is a static offset, left out).
 
-    mask: float [H, W] in 0..1 at the motion resolution (1 moves, 0 pinned),
-          multiplied into every shape, so mask 0 gives exactly 0 displacement.
+    A pixel where every band of the volume is 0 (pinned) has shapes exactly 0,
+    so it never moves and a poke there excites nothing.
     """
     import cv2
 
     bands = np.flatnonzero(volume.frequencies_hz > 0)
-    shapes = volume.complex_modes()[bands]
-    if mask is not None:
-        mask = np.asarray(mask, np.float32)
-        if mask.shape != (volume.height, volume.width):
-            raise ValueError(f"mask must be [{volume.height}, {volume.width}], got {mask.shape}")
-        shapes = shapes * mask
-    shapes = np.ascontiguousarray(shapes, np.complex64)
+    shapes = np.ascontiguousarray(volume.complex_modes()[bands], np.complex64)
     footprint = np.empty_like(shapes)
     for m in range(shapes.shape[0]):
         for axis in range(2):
@@ -264,11 +262,11 @@ class Drag:
 class ModalSimulator:
     """Frame-by-frame modal dynamics of a still (the live preview drives this).
 
-    volume:     the spectral volume (any source); its bands with f > 0 are the modes.
+    volume:     the spectral volume (any source, pinned already if a mask applies);
+                its bands with f > 0 are the modes.
     damping:    damping ratio xi of every mode, 0 <= xi < 1 (modes ring; 0.05 default).
     fps:        frames per second of the simulation (default: the volume's fps).
     integrator: "exact" (default, never gains energy) or "euler" (the paper's).
-    mask:       float [H, W] at the motion resolution, 1 moves, 0 pinned.
 
     State: complex modal coordinates `q` [M] and velocities `v` [M] (1/s).
     `step()` advances one frame and returns the displacement [2, H, W] in
@@ -276,7 +274,7 @@ class ModalSimulator:
     """
 
     def __init__(self, volume: spectral.SpectralVolume, damping: float = DEFAULT_DAMPING,
-                 fps: float | None = None, integrator: str = "exact", mask: np.ndarray | None = None,
+                 fps: float | None = None, integrator: str = "exact",
                  footprint_px: float = DEFAULT_FOOTPRINT_PX,
                  regularization: float = DEFAULT_REGULARIZATION, basis: ModalBasis | None = None):
         if not (np.isfinite(damping) and 0 <= damping < 1):
@@ -286,7 +284,7 @@ class ModalSimulator:
             raise UserError(f"fps must be positive, got {fps}")
         self.volume, self.damping, self.fps, self.integrator = volume, float(damping), fps, integrator
         self.dt = 1.0 / fps
-        self.basis = basis if basis is not None else modal_basis(volume, mask, footprint_px)
+        self.basis = basis if basis is not None else modal_basis(volume, footprint_px)
         self.regularization = float(regularization)
         self._phi, self._gamma = step_matrices(self.basis.omega, self.damping, self.dt, integrator)
         omega_d = self.basis.omega * np.sqrt(1.0 - self.damping ** 2)
@@ -431,203 +429,3 @@ def simulate(simulator: ModalSimulator, num_frames: int, pokes=(), drags=()):
         if simulator.holding and not any(d.start <= frame + 1 <= d.end for d in drags):
             simulator.release()
         simulator.advance()
-
-
-# ---------------------------------------------------------------------------
-# Still-resolution front end: pokes in image pixels, live preview, OUTDIR pipeline
-
-
-DRAG_EASE_S = 0.2  # a scheduled drag pulls its point to the offset over this long (seconds)
-
-
-def to_motion_pixels(x: float, y: float, dx: float, dy: float, image_size: tuple[int, int],
-                     motion_size: tuple[int, int]) -> tuple[float, float, float, float]:
-    """A point and an offset in still pixels -> motion pixels.
-
-    image_size, motion_size: (width, height). Pixel centres map onto pixel
-    centres: x_m = (x + 0.5) * w / W - 0.5; offsets scale by w / W and h / H.
-    """
-    (iw, ih), (mw, mh) = image_size, motion_size
-    sx, sy = mw / iw, mh / ih
-    return (x + 0.5) * sx - 0.5, (y + 0.5) * sy - 0.5, dx * sx, dy * sy
-
-
-def motion_mask(mask: np.ndarray, width: int, height: int) -> np.ndarray:
-    """A still-resolution mask [H, W] (1 moves, 0 pinned) at the motion resolution (area average)."""
-    import cv2
-
-    if mask.shape == (height, width):
-        return mask.astype(np.float32)
-    return cv2.resize(mask.astype(np.float32), (width, height), interpolation=cv2.INTER_AREA)
-
-
-class LivePreview:
-    """The simulator plus the default renderer: one displayed frame per `frame()` call.
-
-    simulator: a `ModalSimulator` (motion resolution).
-    still:     the photo shown (`io.Still`, any size, e.g. 512 px wide for a preview).
-    mask:      float32 [H, W] at the still's size, 1 moves, 0 pinned, or None
-               (give the simulator the same mask at motion resolution).
-    `poke`/`hold`/`release` take still pixels; `frame()` steps the simulation
-    one frame and returns (rgb [H, W, 3] float32 0..1, displacement [2, H, W]
-    in still pixels). `timings` holds the last step, synthesis (modal sum and
-    resize to the still) and render times in seconds.
-    """
-
-    def __init__(self, simulator: ModalSimulator, still, mask: np.ndarray | None = None, renderer=None):
-        from gdyn_backend.animate import full_resolution_weights, make_renderer
-
-        self.simulator, self.still, self.mask = simulator, still, mask
-        self.renderer = renderer or make_renderer()
-        basis = simulator.basis
-        pinned = simulator.volume.with_amplitude(_masked_amplitude(simulator))
-        self.weights = full_resolution_weights(spectral.mean_displacement_magnitude(pinned),
-                                                still.width, still.height)
-        if mask is not None:
-            self.weights = self.weights * mask
-        self._scale = (still.width, still.height), (basis.width, basis.height)
-        self.timings = {"step": 0.0, "synthesis": 0.0, "render": 0.0}
-
-    def poke(self, x: float, y: float, dx: float, dy: float, duration: int = 1) -> None:
-        self.simulator.apply_poke(*to_motion_pixels(x, y, dx, dy, *self._scale), duration)
-
-    def hold(self, x: float, y: float, dx: float, dy: float) -> None:
-        self.simulator.hold(*to_motion_pixels(x, y, dx, dy, *self._scale))
-
-    def release(self) -> None:
-        self.simulator.release()
-
-    def frame(self) -> tuple[np.ndarray, np.ndarray]:
-        t0 = time.perf_counter()
-        self.simulator.advance()
-        t1 = time.perf_counter()
-        full = spectral.resample_displacement(self.simulator.displacement(), self.still.width, self.still.height)
-        if self.mask is not None:
-            full = full * self.mask[None]
-        t2 = time.perf_counter()
-        rgb, _ = self.renderer.render(self.still.rgb, self.still.alpha, full, self.weights)
-        t3 = time.perf_counter()
-        self.timings = {"step": t1 - t0, "synthesis": t2 - t1, "render": t3 - t2}
-        return rgb, full
-
-
-def _masked_amplitude(simulator: ModalSimulator) -> np.ndarray:
-    """The volume's amplitude [K, 4, H, W] with the simulator's pin mask in its modes."""
-    amp = simulator.volume.amplitude.copy()
-    shapes = simulator.basis.shapes
-    amp[simulator.basis.bands, 0::2] = shapes.real
-    amp[simulator.basis.bands, 1::2] = shapes.imag
-    return amp
-
-
-def _number(item: dict, key: str, what: str, default=None) -> float:
-    value = item.get(key, default)
-    try:
-        value = float(value)
-    except (TypeError, ValueError):
-        raise UserError(f"{what}: {key} must be a number, got {value!r}") from None
-    if not np.isfinite(value):
-        raise UserError(f"{what}: {key} must be finite, got {value}")
-    return value
-
-
-def _frame(item: dict, key: str, what: str, default=None) -> int:
-    value = _number(item, key, what, default)
-    if value != int(value) or value < 0:
-        raise UserError(f"{what}: {key} must be a frame number >= 0, got {value:g}")
-    return int(value)
-
-
-def _checked_point(item: dict, what: str, width: int, height: int) -> tuple[float, float, float, float]:
-    x, y = _number(item, "x", what), _number(item, "y", what)
-    if not (0 <= x <= width - 1 and 0 <= y <= height - 1):
-        raise UserError(f"{what}: pixel ({x:g}, {y:g}) is outside the {width}x{height} image "
-                        "(x in 0..width-1 right, y in 0..height-1 down)")
-    return x, y, _number(item, "dx", what), _number(item, "dy", what)
-
-
-def pokes_from_dicts(forces, image_size: tuple[int, int], motion_size: tuple[int, int],
-                     num_frames: int) -> list[Poke]:
-    """[{frame, x, y, dx, dy, duration=1}] in still pixels -> `Poke`s in motion pixels (UserError if bad)."""
-    out = []
-    for i, item in enumerate(forces):
-        what = f"force {i + 1}"
-        frame, duration = _frame(item, "frame", what), _frame(item, "duration", what, 1)
-        if frame >= num_frames:
-            raise UserError(f"{what}: frame {frame} is past the last frame {num_frames - 1}")
-        if duration < 1:
-            raise UserError(f"{what}: duration must be at least 1 frame")
-        point = _checked_point(item, what, *image_size)
-        out.append(Poke(frame, *to_motion_pixels(*point, image_size, motion_size), duration))
-    return out
-
-
-def drags_from_dicts(drags, image_size: tuple[int, int], motion_size: tuple[int, int],
-                     num_frames: int, fps: float) -> list[Drag]:
-    """[{start, end, x, y, dx, dy}] in still pixels (end inclusive) -> `Drag`s in motion pixels."""
-    out = []
-    for i, item in enumerate(drags):
-        what = f"drag {i + 1}"
-        start, end = _frame(item, "start", what), _frame(item, "end", what)
-        if end < start or start >= num_frames:
-            raise UserError(f"{what}: frames {start}-{end} must satisfy start <= end and "
-                            f"start <= {num_frames - 1}")
-        point = _checked_point(item, what, *image_size)
-        out.append(Drag(start, end, *to_motion_pixels(*point, image_size, motion_size),
-                        ease_frames=max(1, round(DRAG_EASE_S * fps))))
-    return out
-
-
-def simulate_to_folder(image, motion, output, *, forces=(), drags=(), damping: float = DEFAULT_DAMPING,
-                       frames: int = 150, fps: float = 30.0, integrator: str = "exact", mask=None,
-                       video=None, bit_depth: int | None = None, progress=None):
-    """`gdyn simulate`: the still's response to pokes and drags, written like `gdyn animate`.
-
-    image, motion: the still and its spectral volume file (any source).
-    output:        OUTDIR; gets frames/NNNN.png, displacement/NNNN.exr (still
-                   pixels) and motion.safetensors (the volume used, mask in it,
-                   and metadata `simulation`: JSON of the settings, forces and
-                   drags); it appears whole or not at all.
-    forces:        dicts {frame, x, y, dx, dy, duration=1}: still pixels, frames from 0.
-    drags:         dicts {start, end, x, y, dx, dy}: hold frames start..end (inclusive).
-    damping, integrator: see `ModalSimulator`; frames, fps: length and rate.
-    mask, video:   optional paths (white moves, black pinned; .mp4/.gif).
-    Returns `animate.AnimateResult`.
-    """
-    from pathlib import Path
-
-    from gdyn_backend import io
-    from gdyn_backend.animate import AnimateResult, make_renderer, render_sequence
-
-    frames, fps = int(frames), float(fps)
-    if frames < 1:
-        raise UserError(f"--frames must be at least 1, got {frames}")
-    if not (np.isfinite(fps) and fps > 0):
-        raise UserError(f"--fps must be a positive number, got {fps}")
-    if video is not None and Path(video).suffix.lower() not in (".mp4", ".gif"):
-        raise UserError(f"--video must end in .mp4 or .gif, got {Path(video).name}")
-    still = io.read_image(image)
-    volume = spectral.load_volume(motion)
-    if not (volume.frequencies_hz > 0).any():
-        raise UserError(f"{motion} has no oscillating bands (only 0 Hz), so nothing can respond to a force")
-    full_mask = io.read_mask(mask, still.width, still.height) if mask is not None else None
-    small_mask = motion_mask(full_mask, volume.width, volume.height) if full_mask is not None else None
-    image_size, motion_size = (still.width, still.height), (volume.width, volume.height)
-    pokes = pokes_from_dicts(forces, image_size, motion_size, frames)
-    holds = drags_from_dicts(drags, image_size, motion_size, frames, fps)
-    simulator = ModalSimulator(volume, damping, fps, integrator, small_mask)
-    record = {"damping": simulator.damping, "integrator": integrator, "fps": fps, "frames": frames,
-              "forces": list(forces), "drags": list(drags)}  # still pixels, as given
-    pinned = volume.with_amplitude(_masked_amplitude(simulator),
-                                   metadata={**volume.metadata, "simulation": json.dumps(record)})
-    weights = spectral.mean_displacement_magnitude(pinned)
-    outdir = Path(output)
-    video = Path(video) if video is not None else None
-    with io.atomic_output_dir(outdir) as tmp:
-        target = io.staged_path(video, outdir, tmp) if video is not None else None
-        count = render_sequence(still, simulate(simulator, frames, pokes, holds), weights, tmp, fps=fps,
-                                renderer=make_renderer(), mask=full_mask,
-                                bit_depth=int(bit_depth or still.bit_depth), video=target,
-                                progress=progress, total=frames)
-        spectral.save_volume(pinned, tmp / "motion.safetensors")
-    return AnimateResult(outdir, count, outdir / "motion.safetensors", video, f"simulation of {volume.source}")

@@ -18,6 +18,9 @@ written through `io.atomic_output_dir`). Large arrays travel as files named
 in params and results, never through the pipe. No sockets are opened.
 A malformed line or an unknown method gets an error reply and the server
 keeps running; end of input or `shutdown` cancels what is running and exits.
+`ping` answers `protocol`: PROTOCOL_VERSION, raised whenever a request or a
+reply changes shape. Job params are read by the options' own schemas
+(`AnimateOptions.from_params`, `SimulateOptions.from_params`).
 """
 
 from __future__ import annotations
@@ -28,14 +31,14 @@ import sys
 import threading
 import time
 import traceback
-from pathlib import Path
 from typing import Any, Callable, TextIO
 
 from gdyn_backend import __version__
 from gdyn_backend.errors import Cancelled, UserError
+from gdyn_backend.params import required_path
 from gdyn_backend.progress import Progress
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2  # 2: simulate takes "pokes" (was "forces")
 PROGRESS_INTERVAL_S = 0.05  # at most ~20 progress events per second per job
 
 
@@ -209,117 +212,27 @@ def _info(params: dict) -> dict:
 # -- job adapters: JSON params -> pipeline calls ----------------------------
 
 
-def _path(params: dict, key: str, required: bool = True) -> Path | None:
-    value = params.get(key)
-    if value in (None, ""):
-        if required:
-            raise UserError(f'missing parameter "{key}"')
-        return None
-    return Path(str(value)).expanduser()
-
-
-_ANIMATE_PATHS = ("motion", "checkpoint", "mask", "video", "renderer_checkpoint")
-_NUMBERS = {"frames": int, "seed": int, "bit_depth": int, "steps": int, "fps": float, "amplitude": float,
-            "speed": float}
-
-
-def _number(method: str, key: str, value, kind):
-    if value is None and key in ("bit_depth", "steps"):
-        return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or (kind is int and value != int(value)):
-        raise UserError(f"{method}: parameter {key!r} must be {'an integer' if kind is int else 'a number'}, "
-                        f"got {value!r}")
-    return kind(value)
-
-
-def animate_options(params: dict):
-    """`AnimateOptions` from JSON params (the CLI's option names); UserError naming a bad key.
-
-    params: image, output (paths), and any of motion, source, preset,
-    checkpoint, frames, fps, loop, amplitude, speed, seed, mask, video,
-    bit_depth, renderer_checkpoint, steps. `source` "motion" means: use `motion`.
-    """
-    from dataclasses import fields
-
-    from gdyn_backend.animate import AnimateOptions
-
-    allowed = {f.name for f in fields(AnimateOptions)}
-    values = {}
-    for key, value in params.items():
-        if key in ("image", "output"):
-            continue
-        if key not in allowed:
-            raise UserError(f"animate: unknown parameter {key!r}; allowed: image, output, "
-                            + ", ".join(sorted(allowed)))
-        if key in _ANIMATE_PATHS:
-            value = _path(params, key, required=False)
-        elif key in _NUMBERS:
-            value = _number("animate", key, value, _NUMBERS[key])
-        elif key == "loop":
-            value = bool(value)
-        values[key] = value
-    if values.get("source") == "motion":
-        if values.get("motion") is None:
-            raise UserError('animate: source "motion" needs a "motion" file')
-        del values["source"]
-    try:
-        return AnimateOptions(**values)
-    except TypeError as exc:
-        raise UserError(f"animate: bad parameters ({exc})") from None
-
-
 def _result(done) -> dict:
-    """An `animate.AnimateResult` as JSON: output folder, frame count, motion file, video, source."""
+    """A `sequence.RenderResult` as JSON: output folder, frame count, motion file, video, source."""
     return {"output": str(done.outdir), "frames": done.frames, "motion": str(done.motion),
             "video": str(done.video) if done.video is not None else None, "source": done.source}
 
 
 def _animate(params: dict, progress: Progress) -> dict:
-    from gdyn_backend.animate import animate
+    """params: image, output and the options of `gdyn animate` (`AnimateOptions.from_params`)."""
+    from gdyn_backend.animate import AnimateOptions, animate
 
-    done = animate(_path(params, "image"), _path(params, "output"), animate_options(params), progress)
+    done = animate(required_path(params, "image", "animate"), required_path(params, "output", "animate"),
+                   AnimateOptions.from_params(params), progress)
     return _result(done)
 
 
-_SIMULATE_KEYS = {"image", "motion", "output", "forces", "drags", "damping", "frames", "fps",
-                  "integrator", "mask", "video", "bit_depth"}
-_FORCE_KEYS = {"frame": int, "x": float, "y": float, "dx": float, "dy": float, "duration": int}
-_DRAG_KEYS = {"start": int, "end": int, "x": float, "y": float, "dx": float, "dy": float}
-
-
-def _records(params: dict, key: str, schema: dict, optional=("duration",)) -> list[dict]:
-    """A list of JSON objects with the keys of `schema` (numbers); UserError naming a bad one."""
-    items = params.get(key) or []
-    if not isinstance(items, list):
-        raise UserError(f"simulate: {key!r} must be a list of objects")
-    records = []
-    for n, item in enumerate(items):
-        if not isinstance(item, dict):
-            raise UserError(f"simulate: {key}[{n}] must be an object with keys {', '.join(schema)}")
-        unknown = sorted(set(item) - set(schema))
-        missing = [k for k in schema if k not in item and k not in optional]
-        if unknown or missing:
-            raise UserError(f"simulate: {key}[{n}] has {'unknown key ' + repr(unknown[0]) if unknown else 'no ' + repr(missing[0])}; "
-                            f"keys: {', '.join(schema)}")
-        records.append({k: _number("simulate", f"{key}[{n}].{k}", v, schema[k]) for k, v in item.items()})
-    return records
-
-
 def _simulate(params: dict, progress: Progress) -> dict:
-    """params: image, motion, output, forces [{frame,x,y,dx,dy,duration}], drags
-    [{start,end,x,y,dx,dy}] (still pixels, frames from 0), damping, frames, fps,
-    integrator, mask, video, bit_depth — as `gdyn simulate`."""
-    from gdyn_backend.dynamics import simulate_to_folder
+    """params: image, output and the options of `gdyn simulate` (`SimulateOptions.from_params`):
+    motion, pokes [{frame, x, y, dx, dy, duration}], drags [{start, end, x, y, dx, dy}]
+    (still pixels, frames from 0), damping, frames, fps, integrator, mask, video, bit_depth."""
+    from gdyn_backend.simulate import SimulateOptions, simulate
 
-    unknown = sorted(set(params) - _SIMULATE_KEYS)
-    if unknown:
-        raise UserError(f"simulate: unknown parameter {unknown[0]!r}; allowed: {', '.join(sorted(_SIMULATE_KEYS))}")
-    options = {k: _number("simulate", k, params[k], kind) for k, kind in
-               (("damping", float), ("frames", int), ("fps", float), ("bit_depth", int)) if k in params}
-    if "integrator" in params:
-        options["integrator"] = str(params["integrator"])
-    done = simulate_to_folder(
-        _path(params, "image"), _path(params, "motion"), _path(params, "output"),
-        forces=_records(params, "forces", _FORCE_KEYS), drags=_records(params, "drags", _DRAG_KEYS, ()),
-        mask=_path(params, "mask", False), video=_path(params, "video", False), progress=progress, **options)
+    done = simulate(required_path(params, "image", "simulate"), required_path(params, "output", "simulate"),
+                    SimulateOptions.from_params(params), progress)
     return _result(done)

@@ -134,6 +134,29 @@ def test_mask_black_region_has_exactly_zero_displacement(inputs, tmp_path):
     assert np.array_equal(frame[:, : W // 2 - 8], still[:, : W // 2 - 8])
 
 
+def test_grey_scales_the_motion_once_and_the_saved_motion_replays_the_maps(inputs, tmp_path):
+    """The pin rule (gdyn_backend.pinning): M in the volume once, black cut to 0 at full resolution."""
+    image, motion = inputs
+    mask = np.full((H, W), 255, np.uint8)
+    mask[:, :32], mask[:, 32:64] = 0, 128  # black, grey 128/255, white (edges on motion pixels)
+    cv2.imwrite(str(tmp_path / "mask.png"), mask)
+    assert _run(image, "--motion", motion, "-o", tmp_path / "free", "--frames", 6) == 0
+    assert _run(image, "--motion", motion, "-o", tmp_path / "out", "--frames", 6,
+                "--mask", tmp_path / "mask.png") == 0
+    saved = spectral.load_volume(tmp_path / "out" / "motion.safetensors")
+    grey = np.float32(128 / 255)
+    for i in range(1, 6):
+        free = io.read_displacement_exr(tmp_path / "free" / "displacement" / f"{i:04d}.exr")
+        got = io.read_displacement_exr(tmp_path / "out" / "displacement" / f"{i:04d}.exr")
+        tol = 1e-5 * np.abs(free).max()
+        assert np.all(got[:, :, :32] == 0.0)
+        np.testing.assert_allclose(got[:, :, 36:60], grey * free[:, :, 36:60], atol=tol)  # not grey squared
+        np.testing.assert_allclose(got[:, :, 68:], free[:, :, 68:], atol=tol)
+        replay = spectral.resample_displacement(spectral.displacement_at(saved, i / 30.0), W, H) * (mask > 0)
+        np.testing.assert_allclose(got, replay, atol=1e-4)
+    assert np.abs(free).max() > 0.5
+
+
 def _bad_motion_files(tmp_path):
     text = tmp_path / "notes.safetensors"
     text.write_text("not a tensor file")

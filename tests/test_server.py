@@ -81,7 +81,7 @@ def tiny_inputs(folder: Path, width: int = 48, height: int = 32, bands: int = 4)
 def test_ping_presets_info(serve):
     serve.send({"id": 1, "method": "ping", "params": {}})
     reply = serve.until_final(1)
-    assert reply["result"]["pong"] is True and reply["result"]["protocol"] == 1
+    assert reply["result"]["pong"] is True and reply["result"]["protocol"] == 2
     serve.send({"id": 2, "method": "presets", "params": {}})
     names = {p["name"] for p in serve.until_final(2)["result"]["presets"]}
     assert {"gentle_breeze", "candle_flame"} <= names
@@ -170,7 +170,7 @@ def test_simulate_job_writes_outdir_and_rejects_bad_pokes(serve, tmp_path):
     outdir = tmp_path / "sim"
     serve.send({"id": 30, "method": "simulate", "params": {
         "image": str(image), "motion": str(motion), "output": str(outdir), "frames": 8, "fps": 30,
-        "forces": [{"frame": 1, "x": 24, "y": 16, "dx": 3, "dy": 0}],
+        "pokes": [{"frame": 1, "x": 24, "y": 16, "dx": 3, "dy": 0}],
         "drags": [{"start": 3, "end": 4, "x": 10, "y": 10, "dx": 0, "dy": 2}]}})
     reply = serve.until_final(30)
     assert "result" in reply, reply
@@ -178,8 +178,22 @@ def test_simulate_job_writes_outdir_and_rejects_bad_pokes(serve, tmp_path):
     maps = [io.read_displacement_exr(outdir / "displacement" / f"{i:04d}.exr") for i in (0, 2)]
     assert np.abs(maps[0]).max() == 0.0  # frame 0 is the still at rest
     assert np.abs(maps[1][0]).max() > 0.1  # the push to the right moved something along x
-    serve.send({"id": 31, "method": "simulate", "params": {
-        "image": str(image), "motion": str(motion), "output": str(tmp_path / "bad"),
-        "forces": [{"frame": 1, "x": 24, "y": 16, "dx": 3}]}})
-    assert serve.until_final(31)["error"] == "simulate: forces[0] has no 'dy'; keys: frame, x, y, dx, dy, duration"
+    assert reply["result"]["source"] == "simulation of test" and reply["result"]["frames"] == 8
+    record = json.loads(spectral.load_volume(outdir / "motion.safetensors").metadata["simulation"])
+    assert record["pokes"] == [{"frame": 1, "x": 24.0, "y": 16.0, "dx": 3.0, "dy": 0.0, "duration": 1}]
+    bad = {"image": str(image), "motion": str(motion), "output": str(tmp_path / "bad"), "frames": 24}
+    cases = [
+        ({"pokes": [{"frame": 1, "x": 24, "y": 16, "dx": 3}]},
+         "simulate: poke 1: missing key 'dy'; keys: frame, x, y, dx, dy, duration"),
+        ({"pokes": [{"frame": 1, "x": 24, "y": 16, "dx": 3, "dy": 0}, {"frame": 49, "x": 24, "y": 16, "dx": 3, "dy": 0}]},
+         "poke 2: frame 49 is past the last frame 23"),
+        ({"drags": [{"start": 3, "end": 4, "x": 10, "y": "ten", "dx": 0, "dy": 2}]},
+         "simulate: drag 1: key 'y' must be a number, got 'ten'"),
+        ({"forces": [{"frame": 1, "x": 24, "y": 16, "dx": 3, "dy": 0}]},  # protocol 1's name is gone
+         ("simulate: unknown parameter 'forces'; allowed: image, output, motion, pokes, drags, damping, "
+          "frames, fps, integrator, mask, video, bit_depth")),
+    ]
+    for n, (change, error) in enumerate(cases):
+        serve.send({"id": 31 + n, "method": "simulate", "params": {**bad, **change}})
+        assert serve.until_final(31 + n)["error"] == error
     assert not (tmp_path / "bad").exists()

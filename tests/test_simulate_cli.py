@@ -27,8 +27,8 @@ def simulate(inputs, *extra):
                  "-o", str(inputs / "out"), *extra])
 
 
-def test_writes_the_animate_layout_with_forces_and_a_drag(inputs, capsys):
-    rc = simulate(inputs, "--frames", "24", "--fps", "24", "--force", "0:30,20:3,0", "2:60,40:0,2:3",
+def test_writes_the_animate_layout_with_pokes_and_a_drag(inputs, capsys):
+    rc = simulate(inputs, "--frames", "24", "--fps", "24", "--poke", "0:30,20:3,0", "2:60,40:0,2:3",
                   "--drag", "8-15:70,30:1,-6", "--video", str(inputs / "out" / "sim.mp4"))
     assert rc == 0
     out = inputs / "out"
@@ -38,7 +38,7 @@ def test_writes_the_animate_layout_with_forces_and_a_drag(inputs, capsys):
     saved = spectral.load_volume(out / "motion.safetensors")
     assert saved.width == MOT_W
     record = json.loads(saved.metadata["simulation"])
-    assert record["forces"][1] == {"frame": 2, "x": 60.0, "y": 40.0, "dx": 0.0, "dy": 2.0, "duration": 3}
+    assert record["pokes"][1] == {"frame": 2, "x": 60.0, "y": 40.0, "dx": 0.0, "dy": 2.0, "duration": 3}
     assert record["drags"][0]["end"] == 15 and record["damping"] == 0.05
     disp = [io.read_displacement_exr(out / "displacement" / f"{i:04d}.exr") for i in range(24)]
     assert disp[0].shape == (2, IMG_H, IMG_W)  # still pixels
@@ -56,7 +56,7 @@ def test_mask_pins_exactly(inputs):
     mask = np.ones((IMG_H, IMG_W, 3), np.float32)
     mask[:, :40] = 0.0
     io.write_png(inputs / "mask.png", mask)
-    assert simulate(inputs, "--frames", "10", "--force", "0:70,30:4,2", "--drag", "3-6:20,30:5,0",
+    assert simulate(inputs, "--frames", "10", "--poke", "0:70,30:4,2", "--drag", "3-6:20,30:5,0",
                     "--mask", str(inputs / "mask.png")) == 0
     disp = np.stack([io.read_displacement_exr(p) for p in sorted((inputs / "out" / "displacement").iterdir())])
     assert np.abs(disp[..., :40]).max() == 0.0
@@ -64,16 +64,17 @@ def test_mask_pins_exactly(inputs):
 
 
 @pytest.mark.parametrize("args", [
-    ["--force", "0:30,20"],                 # no direction
-    ["--force", "x:30,20:1,0"],             # frame not a number
-    ["--force", "0:30;20:1,0"],             # wrong separator
-    ["--force", "0:30,20:1,0:0"],           # zero duration
-    ["--force", "0:300,20:1,0"],            # outside the image
-    ["--force", "99:30,20:1,0"],            # after the last frame
+    ["--poke", "0:30,20"],                  # no direction
+    ["--poke", "x:30,20:1,0"],              # frame not a number
+    ["--poke", "0:30;20:1,0"],              # wrong separator
+    ["--poke", "0:30,20:1,0:0"],            # zero duration
+    ["--poke", "0:300,20:1,0"],             # outside the image
+    ["--poke", "99:30,20:1,0"],             # after the last frame
+    ["--force", "99:30,20:1,0"],            # the same through the --force alias
     ["--drag", "9-3:30,20:1,0"],            # ends before it starts
     ["--drag", "3:30,20:1,0"],              # no end frame
-    ["--force", "0:30,20:1,0", "--damping", "1.5"],
-    ["--force", "0:30,20:1,0", "--fps", "0"],
+    ["--poke", "0:30,20:1,0", "--damping", "1.5"],
+    ["--poke", "0:30,20:1,0", "--fps", "0"],
     [],                                     # nothing to simulate
 ])
 def test_bad_input_is_one_line_exit_2_and_no_outdir(inputs, capsys, args):
@@ -87,7 +88,22 @@ def test_bad_input_is_one_line_exit_2_and_no_outdir(inputs, capsys, args):
 
 def test_video_in_a_subfolder_of_outdir_travels_with_it(inputs):
     nested = inputs / "out" / "videos" / "sim.gif"
-    assert simulate(inputs, "--frames", "6", "--force", "0:30,20:3,0", "--video", str(nested)) == 0
+    assert simulate(inputs, "--frames", "6", "--poke", "0:30,20:3,0", "--video", str(nested)) == 0
     assert nested.stat().st_size > 0
     assert sorted(p.name for p in inputs.iterdir() if p.name.startswith(".")) == []  # no staging left
     assert simulate(inputs, "--frames", "6", "--video", str(inputs / "nowhere" / "sim.mp4")) == 2
+
+
+def test_force_is_the_same_option_as_poke_and_errors_name_the_poke(inputs, capsys):
+    assert simulate(inputs, "--frames", "8", "--poke", "0:30,20:3,0", "--force", "2:60,40:0,2:3") == 0
+    record = json.loads(spectral.load_volume(inputs / "out" / "motion.safetensors").metadata["simulation"])
+    assert [p["frame"] for p in record["pokes"]] == [0, 2]  # both, in the order given
+    poked = [io.read_displacement_exr(inputs / "out" / "displacement" / f"{i:04d}.exr") for i in range(8)]
+    alias = inputs / "alias"
+    assert main(["simulate", str(inputs / "still.png"), "--motion", str(inputs / "motion.safetensors"),
+                 "-o", str(alias), "--frames", "8", "--force", "0:30,20:3,0", "2:60,40:0,2:3"]) == 0
+    for i in range(8):  # the same pokes through either spelling give the same maps, bit for bit
+        np.testing.assert_array_equal(io.read_displacement_exr(alias / "displacement" / f"{i:04d}.exr"), poked[i])
+    capsys.readouterr()
+    assert simulate(inputs, "--frames", "24", "--poke", "0:30,20:3,0", "49:30,20:1,0") == 2
+    assert capsys.readouterr().err.strip() == "gdyn: error: poke 2: frame 49 is past the last frame 23"

@@ -49,12 +49,13 @@ def _still(width: int, height: int):
 
 
 def run(table, quick: bool) -> None:
-    from gdyn_backend.dynamics import LivePreview, ModalSimulator
+    from gdyn_backend.dynamics import ModalSimulator
+    from gdyn_backend.live import LivePreview
 
     frames = 10 if quick else 120
     volume = _volume(*MOTION)
-    simulator = ModalSimulator(volume)
-    preview = LivePreview(simulator, _still(*PREVIEW))
+    preview = LivePreview(volume, _still(*PREVIEW))
+    simulator = preview.simulator
     preview.poke(256, 144, 8.0, 3.0, duration=2)
     preview.frame()  # warm-up (first renderer call prepares the still)
     parts = {"step": [], "synthesis": [], "render": [], "total": []}

@@ -7,7 +7,7 @@ Rows:
   same run (`numpy.add.at` per corner and channel, weights recomputed each
   frame, no hole filling) with the ratio;
 - on CUDA, when present: the default renderer at 1920x1080 and 3840x2160;
-- peak resident memory of `animate.render_sequence` writing frames, maps
+- peak resident memory of `sequence.render_sequence` writing frames, maps
   of a 3840x2160 still for 300 frames (2 in quick mode), in a fresh process.
 """
 
@@ -69,7 +69,7 @@ _MEMORY_SCRIPT = r"""
 import json, resource, sys, tempfile
 import numpy as np
 from gdyn_backend import io
-from gdyn_backend.animate import render_sequence
+from gdyn_backend.sequence import render_sequence
 from gdyn_backend.bench.render import _scene
 import torch, cv2
 torch.set_num_threads({threads}); cv2.setNumThreads({threads})

@@ -5,8 +5,9 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from gdyn_backend.animate import DEFAULT_FPS, DEFAULT_FRAMES, SOURCES, AnimateOptions
+from gdyn_backend.animate import SOURCES, AnimateOptions
 from gdyn_backend.presets import DEFAULT_PRESET
+from gdyn_backend.sequence import DEFAULT_FPS, DEFAULT_FRAMES
 
 
 def run(args) -> int:

@@ -45,6 +45,7 @@ import numpy as np
 from gdyn_backend import spectral
 from gdyn_backend.errors import UserError
 from gdyn_backend.io import Still
+from gdyn_backend.pinning import motion_mask
 from gdyn_backend.presets import REFERENCE_SIZE_PX, Preset
 from gdyn_backend.progress import Progress
 from gdyn_backend.segmentation import MotionRegions, analyze, connected_objects
@@ -135,7 +136,8 @@ def regions_for(still: Still, preset: Preset, width: int, height: int,
                 mask: np.ndarray | None = None) -> MotionRegions:
     """What moves at the motion resolution: the user mask if given, else the analysis.
 
-    mask: float [H, W] of the still in 0..1 (white moves); `mask > 0` may move.
+    mask: float [H, W] of the still in 0..1 (white moves); `mask > 0` may move
+          (area-averaged to the motion resolution like the pin, `pinning.motion_mask`).
     """
     alpha = None
     if still.alpha is not None:
@@ -147,7 +149,7 @@ def regions_for(still: Still, preset: Preset, width: int, height: int,
     if mask.shape != (still.height, still.width):
         raise UserError(f"mask is {mask.shape[1]}x{mask.shape[0]} but the image is "
                         f"{still.width}x{still.height}; read it with io.read_mask to resample it")
-    free = cv2.resize((mask > 0).astype(np.float32), (width, height), interpolation=cv2.INTER_AREA)
+    free = motion_mask((mask > 0).astype(np.float32), width, height)
     if alpha is not None:
         free = free * np.clip(alpha, 0.0, 1.0)
     return MotionRegions(free, connected_objects(free, threshold=0.0))
@@ -162,9 +164,10 @@ def sample_volume(still: Still, preset: Preset, seed: int = 0, mask: np.ndarray 
     still:   the decoded photo (any size >= 1x1; alpha = 0 never moves).
     preset:  physical parameters (gdyn_backend.presets.load_preset).
     seed:    random seed; the same inputs and seed give identical volumes.
-    mask:    optional float [H, W] in 0..1 at the still's size; where it is 0
-             the volume is exactly 0 at motion pixels whose footprint is all
-             black (the pipeline multiplies by the full-res mask as well).
+    mask:    optional float [H, W] in 0..1 at the still's size, used as the cue
+             for what moves (`mask > 0`): the volume is exactly 0 at motion
+             pixels whose footprint is all black. Pinning (grey scales, black
+             is exactly still) is the pipeline's (`gdyn_backend.pinning`).
     num_bands, fps, period_frames: K bands at f_k = k * fps / T Hz.
     motion_size: long side of the motion resolution in pixels.
     Returns amplitudes float32 [K, 4, h, w] in pixels of the motion resolution.
