@@ -4,8 +4,15 @@ The backend runs in its own interpreter (a venv with gdyn and torch), started
 as `<python> -m gdyn_backend serve`, and speaks JSON lines over stdin/stdout
 (protocol in `gdyn_backend/server.py`). A reader thread puts every reply on a
 queue; nothing here ever waits on the backend. The owner calls `poll()`
-regularly from ONE thread (in Blender: a `bpy.app.timers` function on the
-main thread), and `poll()` runs the `Job` callbacks on that thread.
+regularly from ONE thread (in Blender: `session.poll`, a `bpy.app.timers`
+function on the main thread), and `poll()` runs the `Job` callbacks on that
+thread.
+
+Handshake: a fresh process is first sent `ping`; requests made before its
+reply are held back. If the backend speaks another protocol than
+`PROTOCOL_VERSION`, every held job fails with one line naming both versions
+and the fix, the process is stopped, and nothing was run. Otherwise the
+held requests go out and `on_ready(client)` runs.
 
 When the process dies, every pending job fails with one clear line that
 includes the last lines the backend wrote to stderr, and the next `request()`
@@ -22,6 +29,7 @@ import subprocess
 import threading
 from typing import Any, Callable
 
+PROTOCOL_VERSION = 2  # the `gdyn serve` protocol this add-on speaks (= gdyn_backend.server.PROTOCOL_VERSION)
 STDERR_LINES_KEPT = 20
 
 
@@ -33,7 +41,8 @@ class Job:
     """A pending request: a small future whose callbacks run inside `poll()`.
 
     on_progress(job, stage, done, total) for each progress event;
-    on_done(job) once, when `result` or `error` is set.
+    on_done(job) once, when `result` or `error` is set; what it returns is
+    kept as `outcome` (in the add-on: what was wired into the scene).
     """
 
     def __init__(self, client: "BackendClient", rid: int, method: str,
@@ -43,6 +52,7 @@ class Job:
         self.stage, self.done_units, self.total_units = "", 0, 0
         self.result: dict | None = None
         self.error: str | None = None
+        self.outcome: Any = None
         self.finished = False
 
     @property
@@ -65,23 +75,32 @@ class Job:
             return
         self.result, self.error, self.finished = result, error, True
         if self.on_done is not None:
-            self.on_done(self)
+            self.outcome = self.on_done(self)
 
 
 class BackendClient:
     """One backend process, restarted on demand.
 
-    python: path of the backend interpreter (a venv with gdyn installed).
-    env:    extra environment variables for the backend process.
+    python:   path of the backend interpreter (a venv with gdyn installed).
+    env:      extra environment variables for the backend process.
+    on_ready: on_ready(client), run inside `poll()` each time a started
+              backend has passed the handshake.
+    `backend` is the running backend's ping reply (version, protocol,
+    python) once the handshake passed, else None.
     """
 
-    def __init__(self, python: str, env: dict[str, str] | None = None):
+    def __init__(self, python: str, env: dict[str, str] | None = None,
+                 on_ready: Callable[["BackendClient"], Any] | None = None):
         self.python = python
         self.env = dict(env or {})
+        self.on_ready = on_ready
+        self.backend: dict | None = None
         self._proc: subprocess.Popen | None = None
         self._replies: queue.Queue = queue.Queue()
         self._stderr: collections.deque = collections.deque(maxlen=STDERR_LINES_KEPT)
         self._jobs: dict[int, Job] = {}
+        self._held: dict[int, dict] = {}  # requests waiting for the handshake, by id
+        self._handshake: int | None = None  # id of the start-up ping until it is answered
         self._next_id = 1
         self._write_lock = threading.Lock()
         self._stderr_reader: threading.Thread | None = None
@@ -97,7 +116,8 @@ class BackendClient:
         return self._proc.pid if self._proc is not None else None
 
     def start(self) -> None:
-        """Start the backend if it is not running; BackendError if it cannot start."""
+        """Start the backend if it is not running and send the handshake ping; BackendError if
+        it cannot start."""
         if self.alive:
             return
         if not self.python:
@@ -124,6 +144,9 @@ class BackendClient:
         threading.Thread(target=self._read_stdout, args=(proc, self._replies), daemon=True).start()
         self._stderr_reader = threading.Thread(target=self._read_stderr, args=(proc,), daemon=True)
         self._stderr_reader.start()
+        self.backend, self._held = None, {}
+        self._handshake = self._take_id()
+        self._send_or_explain({"id": self._handshake, "method": "ping", "params": {}})
 
     def _read_stdout(self, proc: subprocess.Popen, replies: queue.Queue) -> None:
         for line in proc.stdout:
@@ -156,7 +179,7 @@ class BackendClient:
                 proc.kill()
                 proc.wait()
         self._fail_all("the backend was stopped")
-        self._proc = None
+        self._proc, self.backend, self._handshake = None, None, None
 
     # -- requests ----------------------------------------------------------
 
@@ -171,40 +194,58 @@ class BackendClient:
         except (BrokenPipeError, OSError, ValueError):
             raise BackendError("the backend stopped while a request was sent") from None
 
+    def _take_id(self) -> int:
+        rid = self._next_id
+        self._next_id += 1
+        return rid
+
+    def _send_or_explain(self, message: dict) -> None:
+        """Send, or raise BackendError saying why the process died (it died at start)."""
+        try:
+            self._send(message)
+        except BackendError:
+            try:
+                self._proc.wait(timeout=2.0)
+            except subprocess.TimeoutExpired:
+                raise BackendError("the backend does not accept requests") from None
+            raise BackendError(self._death_message()) from None
+
     def request(self, method: str, params: dict | None = None, on_progress: Callable | None = None,
                 on_done: Callable | None = None) -> Job:
         """Send a request (starting the backend if needed) and return its Job at once.
 
-        A dead backend is noticed here: its pending jobs fail, and a new one starts.
+        A dead backend is noticed here: its pending jobs fail, and a new one
+        starts. Until the new one has answered the handshake the request is held.
         """
         if not self.alive:
             if self._proc is not None:
                 self._fail_all(self._death_message())
             self.start()
-        rid = self._next_id
-        self._next_id += 1
+        rid = self._take_id()
         job = Job(self, rid, method, on_progress, on_done)
+        message = {"id": rid, "method": method, "params": params or {}}
         self._jobs[rid] = job
+        if self.backend is None:
+            self._held[rid] = message
+            return job
         try:
-            self._send({"id": rid, "method": method, "params": params or {}})
+            self._send_or_explain(message)
         except BackendError:
             self._jobs.pop(rid, None)
-            try:
-                self._proc.wait(timeout=2.0)  # it died at start: say why
-            except subprocess.TimeoutExpired:
-                raise BackendError("the backend does not accept requests") from None
-            raise BackendError(self._death_message()) from None
+            raise
         return job
 
     def cancel(self, job: Job) -> None:
-        if job.id in self._jobs and self.alive:
-            rid = self._next_id
-            self._next_id += 1
-            self._send({"id": rid, "method": "cancel", "params": {"target": job.id}})
+        if self._held.pop(job.id, None) is not None:  # never sent: nothing ran
+            self._jobs.pop(job.id, None)
+            job._finish(None, "cancelled")
+        elif job.id in self._jobs and self.alive:
+            self._send({"id": self._take_id(), "method": "cancel", "params": {"target": job.id}})
 
     @property
     def busy(self) -> bool:
-        return bool(self._jobs)
+        """Jobs are pending, or a started backend has not answered the handshake yet."""
+        return bool(self._jobs) or self._handshake is not None
 
     def poll(self) -> int:
         """Dispatch every reply received so far; returns how many were handled.
@@ -224,6 +265,9 @@ class BackendClient:
             if message.get("_exit"):
                 exited = True
                 continue
+            if self._handshake is not None and message.get("id") == self._handshake:
+                self._greet(message)
+                continue
             job = self._jobs.get(message.get("id"))
             if job is None:
                 continue
@@ -236,8 +280,35 @@ class BackendClient:
         if exited:  # the reader saw end of output: the process is gone or going
             if self._proc is not None:
                 self._proc.wait()
+            self.backend, self._handshake = None, None
             self._fail_all(self._death_message())
         return handled
+
+    def _greet(self, reply: dict) -> None:
+        """The handshake's ping reply: send the held requests, or fail them if the protocols differ."""
+        self._handshake = None
+        result = reply.get("result") or {}
+        protocol = result.get("protocol")
+        if protocol != PROTOCOL_VERSION:
+            spoken = f"protocol {protocol}" if protocol is not None else "no known protocol"
+            if "error" in reply:
+                spoken += f" (its ping failed: {reply['error']})"
+            self._fail_all(
+                f"the gdyn backend at {self.python} (gdyn {result.get('version', '?')}) speaks {spoken} "
+                f"but this add-on needs protocol {PROTOCOL_VERSION}: update gdyn in that environment "
+                f"({self.python} -m pip install -U /path/to/gdyn) or install the add-on zip built "
+                "from the gdyn that is installed there")
+            self.stop()
+            return
+        self.backend = result
+        held, self._held = list(self._held.values()), {}
+        try:
+            for message in held:
+                self._send(message)
+        except BackendError:
+            return  # it died: the end of its output fails the jobs with the reason
+        if self.on_ready is not None:
+            self.on_ready(self)
 
     def _death_message(self) -> str:
         if self._stderr_reader is not None:

@@ -14,6 +14,7 @@ strip collection is `strips` in 5.0 and `sequences` in 4.x.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import bpy
@@ -103,13 +104,22 @@ def _image_node(tree, name: str, image, frames: int, start: int, cyclic: bool, l
     return node
 
 
-def wire_outputs(scene, outdir, cyclic: bool = False) -> dict:
+@dataclass
+class Wiring:
+    """What `wire_outputs` loaded: the frames sequence, the displacement maps (None when the
+    output has none) and the number of frames."""
+
+    frames: "bpy.types.Image"
+    displacement: "bpy.types.Image | None"
+    count: int
+
+
+def wire_outputs(scene, outdir, cyclic: bool = False) -> Wiring:
     """Put OUTDIR's frames and displacement maps into the scene's compositor.
 
     The frames node feeds the compositor's output; the displacement node
     (Non-Color, values in pixels) feeds a Separate Color node whose R and G
     outputs are the x and y displacement, for the user's own node setups.
-    Returns {"frames": image, "displacement": image or None, "count": N}.
     """
     outdir = Path(outdir)
     first, count = first_file(outdir / "frames", ".png")
@@ -131,7 +141,7 @@ def wire_outputs(scene, outdir, cyclic: bool = False) -> dict:
             separate.name = separate.label = SEPARATE_NODE
             separate.location = (0, -150)
         tree.links.new(map_node.outputs["Image"], separate.inputs[0])
-    return {"frames": frames_image, "displacement": displacement_image, "count": count}
+    return Wiring(frames_image, displacement_image, count)
 
 
 def _strips(scene):

@@ -1,8 +1,9 @@
 """Operators: Animate, Simulate, Export Loop (backend jobs), pokes, drag in the Image Editor.
 
 The job operators are modal only to show progress and catch Esc: the job
-itself is started and finished by the functions in `jobs`, polled by a
-`bpy.app.timers` function, so Blender never waits on the backend. Failures
+itself is started by the functions in `jobs` and finished by `session.poll`
+(a `bpy.app.timers` function, the one poller), so Blender never waits on the
+backend; the operators only read their job's state. Failures
 are reported with `self.report({'ERROR'}, ...)`; the user's scene is only
 changed after a job succeeds, and only by adding or replacing "GDyn" nodes.
 """
@@ -12,8 +13,8 @@ from __future__ import annotations
 import bpy
 from bpy.props import IntProperty, StringProperty
 
-from . import compositor, jobs
-from .backend_client import BackendError
+from . import compositor, jobs, session
+from .backend_client import PROTOCOL_VERSION, BackendError
 
 
 def active_image(context):
@@ -56,7 +57,7 @@ class _JobOperator:
     """Start a backend job, show its progress in the status bar, Esc cancels."""
 
     _job = None
-    _timer = None
+    _timer = None  # a window timer: its events let modal() show progress (session.poll dispatches)
     verb = "Working"
 
     image: StringProperty(name="Image", description="Name of the image to use "
@@ -75,7 +76,7 @@ class _JobOperator:
             self.report({"ERROR"}, str(exc))
             return {"CANCELLED"}
         wm = context.window_manager
-        self._timer = wm.event_timer_add(jobs.POLL_INTERVAL_S, window=context.window)
+        self._timer = wm.event_timer_add(session.POLL_INTERVAL_S, window=context.window)
         wm.progress_begin(0, 1000)
         wm.modal_handler_add(self)
         return {"RUNNING_MODAL"}
@@ -104,7 +105,6 @@ class _JobOperator:
             return {"RUNNING_MODAL"}
         if event.type != "TIMER":
             return {"PASS_THROUGH"}
-        jobs.poll()
         if not job.finished:
             context.window_manager.progress_update(int(job.fraction * 1000))
             if context.workspace is not None:
@@ -122,10 +122,10 @@ class _JobOperator:
         return {"FINISHED"}
 
 
-def show_in_image_editors(context, source, wired: dict, cyclic: bool) -> None:
+def show_in_image_editors(context, source, wiring: compositor.Wiring, cyclic: bool) -> None:
     """Image Editors showing the photo (or an older output of it) switch to the new frames,
     which then play with the timeline."""
-    frames_image = wired["frames"]
+    frames_image = wiring.frames
     frames_image["gdyn_source"] = source.name
     for window in context.window_manager.windows:
         for area in window.screen.areas:
@@ -137,18 +137,25 @@ def show_in_image_editors(context, source, wired: dict, cyclic: bool) -> None:
                 continue
             space.image = frames_image
             user = space.image_user
-            user.frame_duration, user.frame_start = wired["count"], context.scene.frame_start
+            user.frame_duration, user.frame_start = wiring.count, context.scene.frame_start
             user.frame_offset = compositor.sequence_offset(frames_image)
             user.use_cyclic, user.use_auto_refresh = cyclic, True
             area.tag_redraw()
 
 
 class _WiresFrames(_JobOperator):
+    """A job whose output is wired into the scene and shown in the Image Editors."""
+
+    begin = None  # staticmethod(jobs.start_animate or jobs.start_simulate)
+
+    def start(self, context):
+        self._source = _require_image(context, self.image)
+        return self.begin(context.scene, self._source)
+
     def finished(self, context, job):
-        wired = getattr(job, "wired", None)
-        if wired is not None:
+        if job.outcome is not None:
             cyclic = job.method == "animate" and context.scene.gdyn.loop
-            show_in_image_editors(context, self._source, wired, cyclic)
+            show_in_image_editors(context, self._source, job.outcome, cyclic)
         self.report({"INFO"}, f"GDyn: {self.verb} done: {job.result['output']} "
                              f"(motion source: {job.result.get('source', 'unknown')})")
 
@@ -157,24 +164,16 @@ class GDYN_OT_animate(_WiresFrames, bpy.types.Operator):
     """Animate the photo in the Image Editor; frames and displacement maps go into the compositor"""
 
     bl_idname = "gdyn.animate"
-    bl_label = "Animate"
-    verb = "Animate"
-
-    def start(self, context):
-        self._source = _require_image(context, self.image)
-        return jobs.start_animate(context.scene, self._source)
+    bl_label = verb = "Animate"
+    begin = staticmethod(jobs.start_animate)
 
 
 class GDYN_OT_simulate(_WiresFrames, bpy.types.Operator):
     """Let the photo respond to the pokes like a physical object (modal dynamics)"""
 
     bl_idname = "gdyn.simulate"
-    bl_label = "Simulate"
-    verb = "Simulate"
-
-    def start(self, context):
-        self._source = _require_image(context, self.image)
-        return jobs.start_simulate(context.scene, self._source)
+    bl_label = verb = "Simulate"
+    begin = staticmethod(jobs.start_simulate)
 
 
 class GDYN_OT_export_loop(_JobOperator, bpy.types.Operator):
@@ -193,19 +192,20 @@ class GDYN_OT_export_loop(_JobOperator, bpy.types.Operator):
 
 
 class GDYN_OT_check_backend(_JobOperator, bpy.types.Operator):
-    """Start the backend and report its versions and compute device"""
+    """Start the backend, check its protocol, list its presets; report its versions and device"""
 
     bl_idname = "gdyn.check_backend"
     bl_label = "Check Backend"
     verb = "Check"
 
     def start(self, context):
-        return jobs.request("info", {})
+        return session.request("info", {})
 
     def finished(self, context, job):
         info = job.result
-        self.report({"INFO"}, f"GDyn backend: gdyn {info.get('gdyn')}, torch {info.get('torch')}, "
-                              f"device {info.get('device')}, python {info.get('python')}")
+        self.report({"INFO"}, f"GDyn backend: gdyn {info.get('gdyn')} (protocol {PROTOCOL_VERSION}), "
+                              f"torch {info.get('torch')}, device {info.get('device')}, "
+                              f"python {info.get('python')}")
 
 
 def _image_size(context) -> tuple[int, int]:

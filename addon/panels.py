@@ -4,15 +4,24 @@ from __future__ import annotations
 
 import bpy
 
-from . import jobs
+from . import params, session
 
 
-class GDYN_PT_main(bpy.types.Panel):
-    bl_idname = "GDYN_PT_main"
-    bl_label = "Generative Image Dynamics"
+class _GDynTab:
+    """Panels of the GDyn tab in the Image Editor's sidebar."""
+
     bl_space_type = "IMAGE_EDITOR"
     bl_region_type = "UI"
     bl_category = "GDyn"
+
+
+class _GDynSubpanel(_GDynTab):
+    bl_parent_id = "GDYN_PT_main"
+
+
+class GDYN_PT_main(_GDynTab, bpy.types.Panel):
+    bl_idname = "GDYN_PT_main"
+    bl_label = "Generative Image Dynamics"
 
     def draw(self, context):
         s = context.scene.gdyn
@@ -30,7 +39,7 @@ class GDYN_PT_main(bpy.types.Panel):
         col = layout.column(align=True)
         col.prop(s, "use_scene_range")
         if s.use_scene_range:
-            frames, fps = jobs.frames_and_fps(context.scene)
+            frames, fps = params.frames_and_fps(context.scene)
             col.label(text=f"{frames} frames at {fps:g} fps (scene)")
         else:
             row = col.row(align=True)
@@ -45,17 +54,12 @@ class GDYN_PT_main(bpy.types.Panel):
         col.prop(s, "output_dir")
         col.prop(s, "use_sequencer")
         layout.operator("gdyn.animate", icon="PLAY")
-        client = jobs._client
-        if client is not None and client.busy:
+        if session.busy():
             layout.label(text="Backend busy (Esc in the editor cancels)", icon="SORTTIME")
 
 
-class GDYN_PT_pokes(bpy.types.Panel):
+class GDYN_PT_pokes(_GDynSubpanel, bpy.types.Panel):
     bl_label = "Pokes and Simulate"
-    bl_space_type = "IMAGE_EDITOR"
-    bl_region_type = "UI"
-    bl_category = "GDyn"
-    bl_parent_id = "GDYN_PT_main"
 
     def draw(self, context):
         s = context.scene.gdyn
@@ -81,12 +85,8 @@ class GDYN_PT_pokes(bpy.types.Panel):
         layout.operator("gdyn.simulate", icon="FORCE_FORCE")
 
 
-class GDYN_PT_export(bpy.types.Panel):
+class GDYN_PT_export(_GDynSubpanel, bpy.types.Panel):
     bl_label = "Export Loop"
-    bl_space_type = "IMAGE_EDITOR"
-    bl_region_type = "UI"
-    bl_category = "GDyn"
-    bl_parent_id = "GDYN_PT_main"
     bl_options = {"DEFAULT_CLOSED"}
 
     def draw(self, context):

@@ -1,8 +1,8 @@
 """Add-on state: scene settings (`scene.gdyn`), pokes, and add-on preferences.
 
 Units: poke positions are pixels of the still (x right, y down, origin at the
-top-left corner, as in `gdyn simulate --force FRAME:X,Y:DX,DY`); forces are
-pixels of displacement direction times strength; frames are scene frames.
+top-left corner, as in `gdyn simulate`); forces are pixels of displacement
+direction times strength; frames are scene frames.
 """
 
 from __future__ import annotations
@@ -15,14 +15,17 @@ from bpy.props import (BoolProperty, CollectionProperty, EnumProperty, FloatProp
 
 from . import presets
 
-_preset_items_cache: list = []  # Blender needs the enum item strings kept alive
-
 
 def _preset_items(self, context):
-    if not _preset_items_cache:  # the default preset first: it is the enum's default
-        items = sorted(presets.read_presets(), key=lambda item: item[0] != presets.DEFAULT)
-        _preset_items_cache.extend(items)
-    return _preset_items_cache
+    return presets.menu_items(self.preset_name)
+
+
+def _get_preset(self) -> int:
+    return presets.number_of(self.preset_name)
+
+
+def _set_preset(self, number: int) -> None:
+    self.preset_name = presets.name_of(self.preset_name, number)
 
 
 class GDynPoke(bpy.types.PropertyGroup):
@@ -47,8 +50,10 @@ class GDynSettings(bpy.types.PropertyGroup):
         ("motion", "Motion File", "A spectral volume (.safetensors) from gdyn extract/sample"),
         ("model", "Model", "The trained motion model (needs a checkpoint)"),
     ], default="procedural")
-    preset: EnumProperty(name="Preset", items=_preset_items,
-                         description="Named motion settings from the presets folder")
+    preset_name: StringProperty(name="Preset Name", default=presets.DEFAULT_PRESET,
+                                description="The procedural preset, by name (what the file stores)")
+    preset: EnumProperty(name="Preset", items=_preset_items, get=_get_preset, set=_set_preset,
+                         description="Named motion settings offered by the backend")
     motion_file: StringProperty(name="Motion File", subtype="FILE_PATH")
     checkpoint: StringProperty(name="Checkpoint", subtype="FILE_PATH")
     use_scene_range: BoolProperty(name="Scene Frames and FPS", default=True,

@@ -1,4 +1,5 @@
-"""Synthetic clips with known motion, made by warping a still.
+"""Synthetic test inputs: clips with known motion, made by warping a still, and a tiny
+still with a spectral volume for jobs (`tiny_inputs`).
 
 The known motion is a forward displacement field F_t [2, H, W] in pixels:
 the pixel at p in the still is at p + F_t(p) in frame t. Frames are made by
@@ -14,6 +15,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from gdyn_backend import io, spectral
+
 SHARED_STILLS = Path(__file__).resolve().parents[2] / "shared" / "data" / "stills"
 
 
@@ -26,6 +29,21 @@ def synthetic_still(width: int = 256, height: int = 160, seed: int = 0) -> np.nd
     yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
     stripes = 0.5 + 0.5 * np.sin(xx / 5.0)[..., None] * np.cos(yy / 7.0)[..., None]
     return np.clip(0.45 * base + 0.35 * detail + 0.2 * stripes, 0, 1).astype(np.float32)
+
+
+def tiny_inputs(folder: Path, width: int = 48, height: int = 32, bands: int = 4) -> tuple[Path, Path]:
+    """A random still PNG and a spectral volume [bands, 4, H, W] (30 fps, 60-frame window) beside
+    it: a 2 px sway along x in band 1 and a 1 px sway along y in band 2 of the whole image.
+    Returns (still.png, motion.safetensors) in `folder`."""
+    rng = np.random.default_rng(0)
+    image = folder / "still.png"
+    io.write_png(image, rng.random((height, width, 3)).astype(np.float32))
+    amplitude = np.zeros((bands, 4, height, width), np.float32)
+    amplitude[1, 0] = 2.0  # Re x of band 1: 2 px sway
+    amplitude[2, 3] = 1.0  # Im y of band 2
+    volume = spectral.SpectralVolume(amplitude, spectral.band_frequencies(bands, 30.0, 60), 30.0, 60, "test")
+    motion = spectral.save_volume(volume, folder / "motion.safetensors")
+    return image, motion
 
 
 def load_still(name: str, width: int, height: int) -> np.ndarray:

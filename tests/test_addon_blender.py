@@ -1,30 +1,30 @@
 """The Blender add-on with the real `bpy` module (no mocks) and a real `gdyn serve` backend.
 
 Background `bpy` has no window, so modal operators and timers never tick;
-the tests drive the operators' logic (`addon.jobs`: start a job, poll until
-the backend is done, wire the result) the way the timer does in the UI.
+the tests drive the operators' logic (`addon.jobs`: start a job; the one
+poller `addon.session.poll` until the backend is done, which wires the
+result) the way the timer does in the UI.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import sys
-import time
+import tomllib
 from pathlib import Path
 
 import numpy as np
 import pytest
+from synthetic import tiny_inputs
+
+from gdyn_backend import io
+from gdyn_backend.presets import presets_dir
 
 bpy = pytest.importorskip("bpy")
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
 import addon_utils  # noqa: E402  (ships with bpy)
-
-from gdyn_backend import io  # noqa: E402
-from test_server import tiny_inputs  # noqa: E402
 
 FRAMES = 6
 RENDER_TOLERANCE = 1.5 / 255  # 8-bit PNG in, sRGB -> linear -> Standard view -> 8-bit out; measured 1/255
@@ -33,14 +33,23 @@ MAP_TOLERANCE_PX = 1e-4  # EXR maps through the compositor (float, Non-Color); m
 
 @pytest.fixture(scope="module")
 def gdyn():
-    """The add-on enabled like a user would, with the test's interpreter as backend."""
-    addon_utils.enable("addon", default_set=True, handle_error=None)
+    """The add-on package, enabled like a user would, with the test's interpreter as backend."""
+    module = addon_utils.enable("addon", default_set=True, handle_error=None)
     bpy.context.preferences.addons["addon"].preferences.backend_python = sys.executable
-    from addon import jobs
-
-    yield jobs
+    yield module
     addon_utils.disable("addon", default_set=True)
     assert not hasattr(bpy.types.Scene, "gdyn")
+
+
+@pytest.fixture(scope="module")
+def finish(gdyn, poll_until):
+    """finish(job, timeout=120): poll the add-on's one poller until the job is over; the job."""
+
+    def finished(job, timeout: float = 120.0):
+        poll_until(gdyn.session.poll, lambda: job.finished, timeout, f"the end of {job.method}")
+        return job
+
+    return finished
 
 
 def fresh_scene(tmp_path: Path, width: int, height: int, name: str, active: bool = False):
@@ -60,15 +69,6 @@ def fresh_scene(tmp_path: Path, width: int, height: int, name: str, active: bool
     scene.view_settings.look = "None"
     scene.gdyn.output_dir = str(tmp_path / "outputs")
     return scene
-
-
-def run_job(jobs, job, timeout: float = 120.0):
-    deadline = time.monotonic() + timeout
-    while not job.finished:
-        assert time.monotonic() < deadline, "the backend did not finish"
-        jobs.poll()
-        time.sleep(0.01)
-    return job
 
 
 def render(scene, frame: int, path: Path, file_format: str = "PNG") -> Path:
@@ -95,12 +95,12 @@ def test_registers_panel_operators_properties(gdyn):
     settings = bpy.context.scene.gdyn
     from addon import properties
 
+    # No backend has answered yet: the menu holds the current value, the add-on's default.
     names = [item[0] for item in properties._preset_items(settings, bpy.context)]
-    assert settings.preset == "gentle_breeze"
-    assert set(names) == {p.stem for p in (ROOT / "presets").glob("*.toml")}
+    assert settings.preset == settings.preset_name == "gentle_breeze" and names == ["gentle_breeze"]
 
 
-def test_pokes_are_keyframeable_and_become_forces(gdyn, tmp_path):
+def test_pokes_are_keyframeable_and_become_simulate_pokes(gdyn, tmp_path):
     scene = fresh_scene(tmp_path, 48, 32, "pokes")
     poke = scene.gdyn.pokes.add()
     poke.frame, poke.duration, poke.location = 2, 3, (10.0, 12.0)
@@ -111,17 +111,17 @@ def test_pokes_are_keyframeable_and_become_forces(gdyn, tmp_path):
     drag = scene.gdyn.pokes.add()
     drag.kind, drag.frame, drag.duration, drag.location, drag.force = "DRAG", 5, 2, (20.0, 5.0), (1.0, 2.0)
     scene.frame_current = 3
-    forces, drags = gdyn.collect_pokes(scene)
-    assert [f["frame"] for f in forces] == [1, 2, 3]  # frames counted from the scene start
-    assert forces[0]["dx"] == pytest.approx(4.0 / 3) and forces[2]["dy"] == pytest.approx(-6.0 / 3)
-    assert sum(f["dx"] for f in forces) == pytest.approx((4.0 + 2.0 + 0.0) / 3, abs=0.3)
+    pokes, drags = gdyn.params.collect_pokes(scene)
+    assert [f["frame"] for f in pokes] == [1, 2, 3]  # frames counted from the scene start
+    assert pokes[0]["dx"] == pytest.approx(4.0 / 3) and pokes[2]["dy"] == pytest.approx(-6.0 / 3)
+    assert sum(f["dx"] for f in pokes) == pytest.approx((4.0 + 2.0 + 0.0) / 3, abs=0.3)
     assert drags == [{"start": 4, "end": 5, "x": 20.0, "y": 5.0, "dx": 1.0, "dy": 2.0}]
     assert scene.frame_current == 3  # evaluating keyframes does not move the user's playhead
     bpy.data.scenes.remove(scene)
 
 
 @pytest.fixture(scope="module")
-def animated(gdyn, tmp_path_factory):
+def animated(gdyn, finish, tmp_path_factory):
     """One Animate run through the add-on's job functions and the real backend."""
     tmp_path = tmp_path_factory.mktemp("animate")
     image, motion = tiny_inputs(tmp_path)
@@ -129,20 +129,23 @@ def animated(gdyn, tmp_path_factory):
     assert bpy.context.preferences.addons["addon"].preferences.backend_python == sys.executable
     scene.gdyn.source = "motion"
     scene.gdyn.motion_file = str(motion)
-    job = gdyn.start_animate(scene, image)
+    job = gdyn.jobs.start_animate(scene, image)
     assert not job.finished  # the UI thread never waits
-    run_job(gdyn, job)
+    finish(job)
     assert job.error is None, job.error
     return scene, job, image, tmp_path
 
 
-def test_animate_wires_compositor_and_renders_the_backend_frames(animated):
+def test_animate_wires_compositor_and_renders_the_backend_frames(animated, gdyn):
     scene, job, image, tmp_path = animated
     outdir = Path(job.result["output"])
     assert outdir.parent == tmp_path / "outputs" and job.result["frames"] == FRAMES
     assert scene.gdyn.last_output == str(outdir)
     tree = compositor(scene)
     frames_node, maps_node = tree.nodes["GDyn Frames"], tree.nodes["GDyn Displacement"]
+    assert job.outcome.frames == frames_node.image and job.outcome.count == FRAMES
+    # The first job started the backend, which then listed its presets for the menu.
+    assert gdyn.presets.offered() == sorted(p.stem for p in presets_dir().glob("*.toml"))
     assert frames_node.frame_duration == FRAMES and frames_node.frame_start == scene.frame_start
     assert maps_node.image.colorspace_settings.name == "Non-Color"
     assert tree.nodes["GDyn Displacement XY"].inputs[0].links[0].from_node == maps_node
@@ -169,23 +172,23 @@ def test_animate_wires_compositor_and_renders_the_backend_frames(animated):
         tree.links.new(frames_node.outputs["Image"], output)
 
 
-def test_sequencer_strip_option(animated, gdyn, tmp_path):
+def test_sequencer_strip_option(animated, finish, gdyn, tmp_path):
     _, job, image, _ = animated
     scene = fresh_scene(tmp_path, 48, 32, "sequencer")
     scene.gdyn.source, scene.gdyn.motion_file = "motion", animated[0].gdyn.motion_file
     scene.gdyn.use_sequencer = True
-    assert run_job(gdyn, gdyn.start_animate(scene, image)).error is None
+    assert finish(gdyn.jobs.start_animate(scene, image)).error is None
     strips = scene.sequence_editor.strips if hasattr(scene.sequence_editor, "strips") else scene.sequence_editor.sequences
     strip = strips["GDyn Animation"]
     assert strip.frame_final_start == scene.frame_start and strip.frame_final_duration == FRAMES
     assert [e.filename for e in strip.elements] == [f"{i:04d}.png" for i in range(FRAMES)]
 
 
-def test_simulate_from_pokes_rewires_the_compositor(animated, gdyn):
+def test_simulate_from_pokes_rewires_the_compositor(animated, finish, gdyn):
     scene, job, image, tmp_path = animated
     poke = scene.gdyn.pokes.add()
     poke.frame, poke.location, poke.force = 2, (24.0, 16.0), (3.0, 0.0)
-    sim = run_job(gdyn, gdyn.start_simulate(scene, image))
+    sim = finish(gdyn.jobs.start_simulate(scene, image))
     assert sim.error is None, sim.error
     outdir = Path(sim.result["output"])
     assert outdir != Path(job.result["output"]) and "simulate" in outdir.name
@@ -195,7 +198,7 @@ def test_simulate_from_pokes_rewires_the_compositor(animated, gdyn):
     scene.gdyn.pokes.clear()
 
 
-def test_failure_and_cancel_leave_the_users_scene_untouched(gdyn, tmp_path):
+def test_failure_and_cancel_leave_the_users_scene_untouched(gdyn, finish, poll_until, tmp_path):
     image, motion = tiny_inputs(tmp_path, 320, 200)
     scene = fresh_scene(tmp_path, 320, 200, "user work")
     scene.gdyn.source = "motion"
@@ -210,50 +213,44 @@ def test_failure_and_cancel_leave_the_users_scene_untouched(gdyn, tmp_path):
     user_node.name = "my colour"
     before = sorted(n.name for n in tree.nodes)
 
-    failed = run_job(gdyn, gdyn.start_animate(scene, tmp_path / "missing.png"))
+    failed = finish(gdyn.jobs.start_animate(scene, tmp_path / "missing.png"))
     assert failed.error.startswith("image not found") and failed.result is None
 
     scene.frame_end = 400
-    job = gdyn.start_animate(scene, image)
-    while job.done_units < 1:
-        gdyn.poll()
-        time.sleep(0.01)
+    job = gdyn.jobs.start_animate(scene, image)
+    poll_until(gdyn.session.poll, lambda: job.done_units >= 1, 60, "the first frame")
     job.cancel()
-    run_job(gdyn, job)
+    finish(job)
     assert job.error == "cancelled"
     assert sorted(n.name for n in tree.nodes) == before and tree.nodes["my colour"] == user_node
     assert scene.gdyn.last_output == ""
     assert not (tmp_path / "outputs").exists() or not any((tmp_path / "outputs").iterdir())
 
 
-def test_dead_backend_is_reported_and_restarted(gdyn, tmp_path):
+def test_dead_backend_is_reported_and_restarted(gdyn, finish, poll_until, tmp_path):
     image, motion = tiny_inputs(tmp_path, 320, 200)
     scene = fresh_scene(tmp_path, 320, 200, "dead backend")
     scene.gdyn.source, scene.gdyn.motion_file = "motion", str(motion)
     scene.frame_end = 400
-    job = gdyn.start_animate(scene, image)
-    while job.done_units < 1:
-        gdyn.poll()
-        time.sleep(0.01)
-    old_pid = gdyn.client().pid
+    job = gdyn.jobs.start_animate(scene, image)
+    poll_until(gdyn.session.poll, lambda: job.done_units >= 1, 60, "the first frame")
+    old_pid = gdyn.session.client().pid
     os.kill(old_pid, signal.SIGKILL)
-    run_job(gdyn, job, timeout=30)
+    finish(job, timeout=30)
     assert job.error.startswith("the backend process stopped") and compositor(scene) is None
     scene.frame_end = FRAMES
-    again = run_job(gdyn, gdyn.start_animate(scene, image))
-    assert again.error is None and gdyn.client().pid != old_pid
+    again = finish(gdyn.jobs.start_animate(scene, image))
+    assert again.error is None and gdyn.session.client().pid != old_pid
     assert compositor(scene).nodes["GDyn Frames"].frame_duration == FRAMES
 
 
-def wait_idle(jobs, timeout: float = 120.0) -> None:
-    deadline = time.monotonic() + timeout
-    while jobs.client().busy:
-        assert time.monotonic() < deadline, "the backend did not finish"
-        jobs.poll()
-        time.sleep(0.01)
+@pytest.fixture(scope="module")
+def wait_idle(gdyn, poll_until):
+    """wait_idle(): poll as a script does until the add-on's backend has nothing pending."""
+    return lambda: poll_until(gdyn.session.poll, lambda: not gdyn.session.busy(), what="an idle backend")
 
 
-def test_operators_from_a_script(gdyn, tmp_path):
+def test_operators_from_a_script(gdyn, wait_idle, tmp_path):
     """The operators as a script calls them (no window: they start the job, the poll finishes it)."""
     image_file, motion = tiny_inputs(tmp_path)
     scene = fresh_scene(tmp_path, 48, 32, "script", active=True)
@@ -262,7 +259,7 @@ def test_operators_from_a_script(gdyn, tmp_path):
     image = bpy.data.images.load(str(image_file))
     scene.gdyn.source, scene.gdyn.motion_file = "motion", str(motion)
     assert bpy.ops.gdyn.animate(image=image.name) == {"FINISHED"}
-    wait_idle(gdyn)
+    wait_idle()
     outdir = Path(scene.gdyn.last_output)
     assert len(list((outdir / "frames").glob("*.png"))) == FRAMES
     assert compositor(scene).nodes["GDyn Frames"].image.filepath.startswith(str(outdir))
@@ -270,26 +267,70 @@ def test_operators_from_a_script(gdyn, tmp_path):
     assert bpy.ops.gdyn.add_poke() == {"FINISHED"}
     assert tuple(scene.gdyn.pokes[0].location) == (24.0, 16.0)  # the middle of the 48x32 photo
     assert bpy.ops.gdyn.simulate(image=image.name) == {"FINISHED"}
-    wait_idle(gdyn)
+    wait_idle()
     assert "simulate" in Path(scene.gdyn.last_output).name
     assert bpy.ops.gdyn.remove_poke(index=0) == {"FINISHED"} and len(scene.gdyn.pokes) == 0
 
     scene.gdyn.export_format, scene.gdyn.export_path = "MP4", str(tmp_path / "plate")
     assert bpy.ops.gdyn.export_loop(image=image.name) == {"FINISHED"}
-    wait_idle(gdyn)
+    wait_idle()
     assert (tmp_path / "plate.mp4").stat().st_size > 0
     assert len(list((tmp_path / "plate" / "frames").glob("*.png"))) == FRAMES
     assert bpy.ops.gdyn.export_loop(image=image.name) == {"FINISHED"}  # never overwrites
-    wait_idle(gdyn)
+    wait_idle()
     assert (tmp_path / "plate_001.mp4").is_file() and (tmp_path / "plate.mp4").is_file()
 
 
-def test_two_quick_animates_get_separate_outputs(gdyn, tmp_path):
+def test_two_quick_animates_get_separate_outputs(gdyn, finish, tmp_path):
     image, motion = tiny_inputs(tmp_path)
     scene = fresh_scene(tmp_path, 48, 32, "twice")
     scene.gdyn.source, scene.gdyn.motion_file = "motion", str(motion)
-    first, second = gdyn.start_animate(scene, image), gdyn.start_animate(scene, image)
-    run_job(gdyn, first)
-    run_job(gdyn, second)
+    first, second = gdyn.jobs.start_animate(scene, image), gdyn.jobs.start_animate(scene, image)
+    finish(first)
+    finish(second)
     outputs = {first.result["output"], second.result["output"]}
     assert len(outputs) == 2 and all(len(list((Path(o) / "frames").iterdir())) == FRAMES for o in outputs)
+
+
+def test_preset_menu_lists_the_backends_presets_and_files_keep_the_name(gdyn, wait_idle, tmp_path, monkeypatch):
+    """Issue 11, item 6: a saved 'water_shimmer' stays 'water_shimmer' when a later backend offers
+    one more preset (one that sorts first, so every index after it shifts)."""
+    older, newer = tmp_path / "older", tmp_path / "newer"
+    for folder in (older, newer):
+        shutil.copytree(presets_dir(), folder, ignore=shutil.ignore_patterns("*.py", "__pycache__"))
+    (newer / "aaa_still_air.toml").write_text(
+        (older / "gentle_breeze.toml").read_text().replace('label = "Gentle breeze"', 'label = "Still air"'))
+
+    def start_backend(presets_folder: Path) -> list[tuple[str, str, str]]:
+        """A fresh backend offering the presets in `presets_folder`; the menu's (name, label, description)."""
+        gdyn.session.shutdown()
+        monkeypatch.setenv("GDYN_PRESETS", str(presets_folder))
+        assert bpy.ops.gdyn.check_backend() == {"FINISHED"}
+        wait_idle()
+        return [item[:3] for item in gdyn.presets.menu_items(bpy.context.scene.gdyn.preset_name)]
+
+    def labelled(folder: Path) -> list[tuple[str, str, str]]:
+        files = sorted(folder.glob("*.toml"))
+        return [(p.stem, *(tomllib.loads(p.read_text())[k] for k in ("label", "description"))) for p in files]
+
+    bpy.ops.wm.read_homefile(use_empty=True)
+    try:
+        assert start_backend(older) == labelled(older)
+        settings = bpy.context.scene.gdyn
+        settings.preset = "water_shimmer"
+        assert settings.preset_name == "water_shimmer"
+        old_number = gdyn.presets.number_of("water_shimmer")
+        saved = tmp_path / "sway.blend"
+        bpy.ops.wm.save_as_mainfile(filepath=str(saved))
+
+        menu = start_backend(newer)
+        assert menu == labelled(newer) and menu[0][0] == "aaa_still_air"
+        assert menu[old_number][0] != "water_shimmer"  # what a stored index would now read
+        bpy.ops.wm.open_mainfile(filepath=str(saved))
+        settings = bpy.context.scene.gdyn
+        assert settings.preset == settings.preset_name == "water_shimmer"
+        request = gdyn.params.animate_params(bpy.context.scene, tmp_path / "photo.png", tmp_path / "out")
+        assert request["preset"] == "water_shimmer"
+    finally:
+        gdyn.session.shutdown()  # the next backend reads the shipped presets again
+        bpy.ops.wm.read_homefile(use_empty=True)
