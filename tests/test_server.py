@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from synthetic import tiny_inputs
 
 from gdyn_backend import io, spectral
 
@@ -63,19 +64,6 @@ def serve():
     server.close()
     if server.proc.poll() is None:
         server.proc.kill()
-
-
-def tiny_inputs(folder: Path, width: int = 48, height: int = 32, bands: int = 4) -> tuple[Path, Path]:
-    """A still and a simple spectral volume: a 0.5 Hz and a 1 Hz sway of the whole image."""
-    rng = np.random.default_rng(0)
-    image = folder / "still.png"
-    io.write_png(image, rng.random((height, width, 3)).astype(np.float32))
-    amplitude = np.zeros((bands, 4, height, width), np.float32)
-    amplitude[1, 0] = 2.0  # Re x of band 1: 2 px sway
-    amplitude[2, 3] = 1.0  # Im y of band 2
-    volume = spectral.SpectralVolume(amplitude, spectral.band_frequencies(bands, 30.0, 60), 30.0, 60, "test")
-    motion = spectral.save_volume(volume, folder / "motion.safetensors")
-    return image, motion
 
 
 def test_ping_presets_info(serve):
