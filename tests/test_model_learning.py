@@ -11,15 +11,14 @@ import torch
 from synthetic import band_motion, synthetic_still
 
 from gdyn_backend import spectral
+from gdyn_backend.cli import main
+from gdyn_backend.io import Still
 from gdyn_backend.model.checkpoint import load_model
 from gdyn_backend.model.data import compute_statistics, save_pair
-from gdyn_backend.cli import main
-from gdyn_backend.model.training import TrainConfig, train_vae
-from gdyn_backend.model.vae import VAE_CONFIGS, SpectralVAE
-from gdyn_backend.io import Still
 from gdyn_backend.model.diffusion import alphas_cumprod, epsilon_fn, predict_x0, q_sample
-from gdyn_backend.model.training import encode_latents
+from gdyn_backend.model.training import TrainConfig, encode_latents, train_vae
 from gdyn_backend.model.unet import condition_image
+from gdyn_backend.model.vae import VAE_CONFIGS, SpectralVAE
 from gdyn_backend.sources.model import decoder, image_tensor, sample_volume
 
 pytestmark = pytest.mark.slow
