@@ -22,6 +22,7 @@ from gdyn_backend.errors import UserError
 
 MAX_IMAGE_PIXELS = 1 << 28  # about 16k x 16k; larger stills are refused
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp", ".exr"}
+VIDEO_SUFFIXES = {".mp4", ".mov", ".avi", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".gif"}  # read by `open_video`
 
 
 @dataclass

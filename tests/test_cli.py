@@ -39,6 +39,7 @@ def test_example_still_is_a_textured_scene(tmp_path):
     assert not (tmp_path / "bad.png").exists()
 
 
+@pytest.mark.slow  # runs every bench section (about 20 s)
 def test_bench_quick_prints_a_table_for_every_section():
     from gdyn_backend.bench import SECTIONS
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from gdyn_backend.cli.example import parse_size
+from gdyn_backend.cli.arguments import add_videos_input, parse_size
 from gdyn_backend.errors import UserError
 from gdyn_backend.progress import Progress, terminal_bar
 
@@ -42,7 +42,7 @@ def register(sub) -> None:
                        description="Every STRIDE-th frame of each clip starts a WINDOW-frame window; flow "
                                    "from the start to each frame gives K bands. Clips failing the paper's "
                                    "filters (mean motion > 8 px, camera motion) are dropped. Resumable.")
-    p.add_argument("videos", help="folder of video files and/or folders of frames (searched recursively)")
+    add_videos_input(p)
     p.add_argument("-o", "--output", required=True, help="DATA_DIR to write (resumes if it exists)")
     p.add_argument("--shard", default="0/1", help="process only clip shard i of n, e.g. 3/8 (default 0/1)")
     p.add_argument("--size", default="256x160", help="motion resolution WxH (default 256x160)")

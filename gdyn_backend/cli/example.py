@@ -4,19 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from gdyn_backend.errors import UserError
+from gdyn_backend.cli.arguments import parse_size
 from gdyn_backend.example import write_example_still
-
-
-def parse_size(text: str) -> tuple[int, int]:
-    """'640x400' -> (640, 400); UserError on anything else."""
-    try:
-        w, h = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise UserError(f"size must look like 640x400, got {text!r}") from None
-    if not (16 <= w <= 8192 and 16 <= h <= 8192):
-        raise UserError(f"size {w}x{h} is outside 16..8192 pixels per side")
-    return w, h
 
 
 def run(args) -> int:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 
 from gdyn_backend import spectral
-from gdyn_backend.cli.example import parse_size
+from gdyn_backend.cli.arguments import add_motion_output, parse_size, save_motion
 from gdyn_backend.errors import UserError
 from gdyn_backend.flow import DEFAULT_HEIGHT, DEFAULT_WIDTH, DEFAULT_WINDOW, extract_volume
 from gdyn_backend.progress import Progress, terminal_bar
@@ -35,10 +35,7 @@ def run(args) -> int:
     if check != "passed":
         print(f"gdyn: warning: kept despite the filter (--force): {check[len('forced: '):]}",
               file=sys.stderr)
-    spectral.save_volume(volume, output)
-    print(f"wrote {output}: {volume.num_bands} bands up to {volume.frequencies_hz[-1]:.2f} Hz, "
-          f"{volume.width}x{volume.height}, mean motion {float(volume.metadata['mean_motion_px']):.2f} px")
-    return 0
+    return save_motion(volume, output, f"mean motion {float(volume.metadata['mean_motion_px']):.2f} px")
 
 
 def register(sub) -> None:
@@ -46,7 +43,7 @@ def register(sub) -> None:
                        description="Dense flow from a start frame to each of the next frames "
                                    "(coarse-to-fine, not chained), then K frequency bands.")
     p.add_argument("video", help="video file (mp4, avi, mov, ...) or a folder of images")
-    p.add_argument("-o", "--output", required=True, help="MOTION.safetensors to write")
+    add_motion_output(p)
     p.add_argument("--start", type=int, default=0, help="start frame (default 0)")
     p.add_argument("--frames", type=int, default=DEFAULT_WINDOW,
                    help=f"window length T in frames, start frame included (default {DEFAULT_WINDOW})")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from gdyn_backend.cli.arguments import add_motion_output, add_still_input, save_motion
 from gdyn_backend.progress import Progress, terminal_bar
 
 
@@ -15,10 +16,7 @@ def run(args) -> int:
     volume = sample_volume(still, args.checkpoint, seed=args.seed, loop=args.loop, steps=args.steps,
                            guidance=args.guidance, loop_guidance=args.loop_guidance,
                            progress=Progress(terminal_bar()), loop_frames=args.loop_frames)
-    spectral.save_volume(volume, output)
-    print(f"wrote {output}: {volume.num_bands} bands, {volume.width}x{volume.height}, "
-          f"{volume.metadata['ddim_steps']} DDIM steps")
-    return 0
+    return save_motion(volume, output, f"{volume.metadata['ddim_steps']} DDIM steps")
 
 
 def register(sub) -> None:
@@ -26,9 +24,9 @@ def register(sub) -> None:
                        description="DDIM sampling with classifier-free guidance; --loop adds the motion "
                                    "self-guidance of the paper's eq. 5. Needs a model file from "
                                    "`gdyn train ldm` (no weights ship with gdyn).")
-    p.add_argument("image", help="the still (PNG, JPEG, ...)")
+    add_still_input(p)
     p.add_argument("--checkpoint", required=True, help="model.safetensors from `gdyn train ldm`")
-    p.add_argument("-o", "--output", required=True, help="MOTION.safetensors to write")
+    add_motion_output(p)
     p.add_argument("--loop", action="store_true", help="guide towards a seamless loop (500 steps by default)")
     p.add_argument("--loop-frames", type=int, help="frames of the loop at the model's fps (default 60)")
     p.add_argument("--steps", type=int, help="DDIM steps (default 250; 500 with --loop)")

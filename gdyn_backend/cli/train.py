@@ -7,7 +7,10 @@ Single process, or many with torchrun:
 from __future__ import annotations
 
 import argparse
+from dataclasses import replace
+from pathlib import Path
 
+from gdyn_backend.cli.arguments import add_videos_input, parse_size
 from gdyn_backend.errors import UserError
 from gdyn_backend.progress import Progress, terminal_bar
 
@@ -60,12 +63,50 @@ def run_ldm(args) -> int:
     return 0
 
 
+def _renderer_arguments(p: argparse.ArgumentParser) -> None:
+    add_videos_input(p)
+    p.add_argument("-o", "--output", type=Path, required=True, metavar="CHECKPOINT",
+                   help="renderer checkpoint to write (.safetensors)")
+    p.add_argument("--steps", type=int, default=5000, help="optimizer steps (default: 5000)")
+    p.add_argument("--batch-size", type=int, default=8, help="examples per step (default: 8)")
+    p.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (default: 1e-3)")
+    p.add_argument("--size", default="256x160", help="training resolution WxH (default: 256x160)")
+    p.add_argument("--crop", default="128x128", help="random crop WxH per example (default: 128x128)")
+    p.add_argument("--window", type=int, default=30, help="frames per flow window (default: 30)")
+    p.add_argument("--tiny", action="store_true", help="a very small network (tests, smoke runs)")
+    p.add_argument("--plain", action="store_true",
+                   help="the paper's plain synthesis network instead of a learned correction "
+                        "on top of the default renderer")
+    p.add_argument("--resume", type=Path, metavar="CHECKPOINT", help="continue from a checkpoint")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default=None, help="torch device (default: cuda if present, else cpu)")
+
+
 def run_renderer(args) -> int:
-    try:
-        from gdyn_backend.render.learned import train_from_args
-    except ImportError as exc:
-        raise UserError(f"the learned renderer is not available in this installation ({exc})") from None
-    return int(train_from_args(args) or 0)
+    import numpy as np
+
+    from gdyn_backend.device import torch_device
+    from gdyn_backend.render.learned.checkpoint import load_checkpoint, save_checkpoint
+    from gdyn_backend.render.learned.data import triples_from_folder
+    from gdyn_backend.render.learned.network import TINY_CONFIG, RendererConfig
+    from gdyn_backend.render.learned.training import train
+
+    width, height = parse_size(args.size, "--size")
+    crop = parse_size(args.crop, "--crop")
+    if args.steps < 1 or args.batch_size < 1:
+        raise UserError("--steps and --batch-size must be at least 1")
+    progress = Progress(terminal_bar())
+    triples = triples_from_folder(args.videos, width, height, args.window, progress)
+    model = load_checkpoint(args.resume)[0] if args.resume is not None else None
+    config = replace(TINY_CONFIG if args.tiny else RendererConfig(), residual=not args.plain)
+    model, losses = train(triples, config, steps=args.steps, batch_size=args.batch_size, learning_rate=args.lr,
+                          crop=crop, seed=args.seed, device=torch_device(args.device), progress=progress,
+                          model=model)
+    head, tail = np.mean(losses[:50]), np.mean(losses[-50:])
+    save_checkpoint(model, args.output, {"steps": str(len(losses)), "final_loss": f"{tail:.6f}",
+                                         "examples": str(len(triples))})
+    print(f"wrote {args.output}: {len(triples)} examples, {len(losses)} steps, loss {head:.4f} -> {tail:.4f}")
+    return 0
 
 
 def register(sub) -> None:
@@ -86,11 +127,9 @@ def register(sub) -> None:
     ldm.add_argument("--cond-dropout", type=float, default=0.1,
                      help="probability of training on the null image, for guidance (default 0.1)")
     ldm.set_defaults(func=run_ldm)
-    renderer = stages.add_parser("renderer", help="learned image-based renderer (paper §5)")
-    try:
-        from gdyn_backend.render.learned import add_train_arguments
-    except ImportError:
-        renderer.description = "unavailable: gdyn_backend.render.learned could not be imported"
-    else:
-        add_train_arguments(renderer)
+    renderer = stages.add_parser("renderer", help="learned image-based renderer (paper §5)",
+                                 description="Train on (start frame, target frame, flow) triples measured "
+                                             "in the clips of VIDEOS; writes a safetensors checkpoint for "
+                                             "gdyn animate --renderer-checkpoint.")
+    _renderer_arguments(renderer)
     renderer.set_defaults(func=run_renderer)

@@ -33,10 +33,9 @@ import torch
 
 from gdyn_backend import spectral
 from gdyn_backend.errors import UserError
-from gdyn_backend.io import IMAGE_SUFFIXES, atomic_path, open_video, read_safetensors
+from gdyn_backend.io import IMAGE_SUFFIXES, VIDEO_SUFFIXES, atomic_path, open_video, read_safetensors
 from gdyn_backend.progress import Progress
 
-VIDEO_SUFFIXES = {".mp4", ".mov", ".avi", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg"}
 PAIR_FORMAT = "gdyn-training-pair"
 NORMALIZATION_FILE = "normalization.safetensors"
 
