@@ -1,4 +1,4 @@
-"""`gdyn serve`: the stdio backend the Blender add-on talks to (DESIGN.md, "Backend process").
+"""`gdyn serve`: the stdio backend the Blender add-on talks to (README.md, "The backend process").
 
 Protocol: one JSON object per line on stdin (requests) and stdout (replies);
 stderr carries human-readable logs only.

@@ -1,4 +1,4 @@
-"""Spectral volumes: the one motion format of gdyn (DESIGN.md, "Core representation").
+"""Spectral volumes: the one motion format of gdyn (README.md, "The spectral volume file").
 
 A spectral volume holds K complex amplitude maps per axis. For a pixel p the
 forward displacement at time t seconds is

@@ -1,4 +1,4 @@
-"""The `gdyn` command line (DESIGN.md, "Command line").
+"""The `gdyn` command line (README.md, "Architecture"; each command's section).
 
 Each command lives in its own module in this package with
 `register(subparsers)`, which adds its parser and sets `func(args) -> int`.

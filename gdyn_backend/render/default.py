@@ -1,6 +1,6 @@
 """The default renderer: motion-weighted softmax splatting + push-pull hole fill.
 
-Needs no trained weights (DESIGN.md, "Renderer"). For each frame:
+Needs no trained weights (README.md, "How frames are rendered"). For each frame:
 
 1. importance Z(p) = sharpness * W(p) / W_ref, with W(p) = mean_t |F_t(p)|
    (`spectral.mean_displacement_magnitude`, paper §5) and W_ref its 99th
