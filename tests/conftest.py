@@ -1,4 +1,4 @@
-"""Shared fixtures and helpers: real photos from ../shared/data (skip cleanly when absent),
+"""Shared fixtures and helpers: real photos and clips from ../shared/data (skip cleanly when absent),
 the one "poll until done" helper, and the repository root on sys.path (`addon`)."""
 
 import sys
@@ -25,6 +25,15 @@ def shared_stills() -> Path:
     if not SHARED_STILLS.is_dir():
         pytest.skip("../shared/data/stills is absent (it is not part of the project)")
     return SHARED_STILLS
+
+
+@pytest.fixture
+def shared_videos() -> Path:
+    """Folder of the real test clips; skips when ../shared/data is not beside the checkout."""
+    videos = SHARED_STILLS.parent / "videos"
+    if not videos.is_dir():
+        pytest.skip("../shared/data/videos is absent (it is not part of the project)")
+    return videos
 
 
 def _poll_until(poll: Callable[[], object], done: Callable[[], bool], timeout: float = 120.0,
