@@ -411,12 +411,12 @@ def test_live_preview_takes_still_pixels_and_renders_frames():
     still = Still(synthetic_still(2 * W, 2 * H, seed=5), None, 8)  # preview at twice the motion size
     preview = LivePreview(volume_of(random_modes(freqs, seed=12), freqs), still)
     sim = preview.simulator
-    rgb, disp = preview.frame()
+    rgb, _, disp = preview.frame()
     assert rgb.shape == (2 * H, 2 * W, 3) and disp.shape == (2, 2 * H, 2 * W)
     assert np.abs(disp).max() == 0.0
     assert np.abs(rgb - still.rgb).max() < 1e-3  # at rest the frame is the still
     preview.hold(70, 30, 8.0, -6.0)  # still pixels
-    rgb, disp = preview.frame()
+    rgb, _, disp = preview.frame()
     assert np.linalg.norm(disp[:, 30, 70] - [8.0, -6.0]) < 1.0
     assert np.abs(rgb - still.rgb).mean() > 0.01
     assert set(preview.timings) == {"step", "synthesis", "render"}
@@ -435,14 +435,14 @@ def test_live_preview_pins_by_the_same_rule_as_simulate():
     mask[:, :48] = 0.0  # still pixels; 24 motion pixels
     preview = LivePreview(volume_of(random_modes(freqs, seed=14), freqs), still, mask)
     preview.hold(100, 40, 6.0, -4.0)
-    rgb, disp = preview.frame()
+    rgb, _, disp = preview.frame()
     assert np.abs(disp[:, :, :48]).max() == 0.0  # black is exactly still
     assert np.linalg.norm(disp[:, 40, 100] - [6.0, -4.0]) < 1.0  # the free part still follows the hand
     assert np.array_equal(preview.weights[:, :48], np.zeros((2 * H, 48), np.float32))
     preview.release()
     preview.simulator.reset()
     preview.poke(20, 40, 8.0, 0.0, duration=2)  # inside the pin
-    assert max(np.abs(preview.frame()[1]).max() for _ in range(10)) == 0.0
+    assert max(np.abs(preview.frame()[2]).max() for _ in range(10)) == 0.0
 
 
 def test_release_gives_the_same_motion_at_any_frame_rate():
