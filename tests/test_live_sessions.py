@@ -20,8 +20,14 @@ from gdyn_backend import io, spectral
 from gdyn_backend.animate import AnimateOptions, animate
 from gdyn_backend.cli import main
 from gdyn_backend.dynamics import ModalSimulator
-from gdyn_backend.live_sessions import (FRAMES_KEPT, LiveOpenOptions, LivePoint, LiveSession, LiveStepOptions,
-                                        default_volume)
+from gdyn_backend.live_sessions import (
+    FRAMES_KEPT,
+    LiveOpenOptions,
+    LivePoint,
+    LiveSession,
+    LiveStepOptions,
+    default_volume,
+)
 from gdyn_backend.mask import what_moves
 from gdyn_backend.presets import DEFAULT_PRESET, load_preset
 from gdyn_backend.simulate import DragSpec, PokeSpec, SimulateOptions, simulate
@@ -206,11 +212,11 @@ def test_live_requests_with_mistakes_get_one_line_errors(serve, tmp_path):
          "live_step: parameter 'hold': missing key 'dy'; keys: x, y, dx, dy"),
         ("live_step", {"session": 1, "poke": {"x": 48, "y": 1, "dx": 0, "dy": 1}},
          "live_step: poke: pixel (48, 1) is outside the 48x32 image (x in 0..width-1 right, y in 0..height-1 down)"),
-        ("live_step", {"session": 1, "hold": [1, 2]}, "live_step: parameter 'hold' must be an object with keys "
-                                                      "x, y, dx, dy"),
+        ("live_step", {"session": 1, "hold": [1, 2]},
+         "live_step: parameter 'hold' must be an object with keys x, y, dx, dy"),
         ("live_open", {"image": str(image), "width": 4}, "live_open: width must be at least 16 pixels, got 4"),
-        ("live_open", {"motion": str(motion)}, "live_open: missing parameter 'image'; parameters: image, motion, "
-                                               "mask, damping, fps, width"),
+        ("live_open", {"motion": str(motion)},
+         "live_open: missing parameter 'image'; parameters: image, motion, mask, damping, fps, width"),
         ("live_open", {"image": str(image), "motion": str(static)},
          f"live_open: {static} has no oscillating bands (only 0 Hz), so nothing can follow a drag"),
         ("live_open", {"image": str(tmp_path / "nope.png")}, f"image not found: {tmp_path / 'nope.png'}"),
