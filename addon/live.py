@@ -94,6 +94,7 @@ class LiveDrag:
         self.steps = 0
         self.error: str | None = None
         self._pending: Job | None = None
+        self._frame: str | None = None  # a frame file that arrived and is not shown yet
         self._grab: tuple[float, float] | None = None  # the held photo pixel
         self._offset = (0.0, 0.0)
         self._release = False  # a release waits for the next step
@@ -120,13 +121,12 @@ class LiveDrag:
         self.area.spaces.active.image = image
         self.area.tag_redraw()
 
-    def _shown(self, job: Job) -> None:
+    def _arrived(self, job: Job) -> None:
         self._pending = None
         if job.error is not None:
             self.error = job.error
-        elif load_frame(self.preview, job.result["frame"]):
-            self.steps += 1
-            self.area.tag_redraw()
+        else:
+            self._frame = job.result["frame"]
 
     # -- input ---------------------------------------------------------------
 
@@ -169,10 +169,18 @@ class LiveDrag:
         return "PASS"
 
     def tick(self) -> None:
-        """Dispatch the backend's replies; send the next step when the last frame has arrived."""
+        """Dispatch the backend's replies; when the last frame has arrived, send the next step and
+        then show the frame (loading it overlaps the backend's work on the next one)."""
         session.poll()
-        if self._pending is not None or self.number is None or self.error is not None:
-            return
+        if self._pending is None and self.number is not None and self.error is None:
+            self._send_step()
+        if self._frame is not None:
+            if load_frame(self.preview, self._frame):
+                self.steps += 1
+                self.area.tag_redraw()
+            self._frame = None
+
+    def _send_step(self) -> None:
         step = {"session": self.number}
         if self._release:
             step["release"] = True
@@ -185,7 +193,7 @@ class LiveDrag:
             self._free_steps_left -= 1
         else:
             return  # at rest: nothing to show until the next press
-        self._pending = session.request("live_step", step, on_done=self._shown)
+        self._pending = session.request("live_step", step, on_done=self._arrived)
 
     def close(self) -> None:
         """Close the session (its frames are removed) and show the photo again."""
