@@ -17,17 +17,19 @@ bl_info = {  # legacy (pre-4.2 style) install; Blender 4.2+ reads blender_manife
 
 import bpy  # noqa: E402
 
-from . import operators, panels, properties, session  # noqa: E402
+from . import live, mask, operators, panels, properties, session  # noqa: E402
+
+CLASSES = operators.CLASSES + live.CLASSES + mask.CLASSES + panels.CLASSES
 
 
 def register():
     properties.register()
-    for cls in operators.CLASSES + panels.CLASSES:
+    for cls in CLASSES:
         bpy.utils.register_class(cls)
 
 
 def unregister():
     session.shutdown()
-    for cls in reversed(operators.CLASSES + panels.CLASSES):
+    for cls in reversed(CLASSES):
         bpy.utils.unregister_class(cls)
     properties.unregister()

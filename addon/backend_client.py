@@ -29,7 +29,7 @@ import subprocess
 import threading
 from typing import Any, Callable
 
-PROTOCOL_VERSION = 2  # the `gdyn serve` protocol this add-on speaks (= gdyn_backend.server.PROTOCOL_VERSION)
+PROTOCOL_VERSION = 3  # the `gdyn serve` protocol this add-on speaks (= gdyn_backend.server.PROTOCOL_VERSION)
 STDERR_LINES_KEPT = 20
 
 

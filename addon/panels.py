@@ -35,6 +35,7 @@ class GDYN_PT_main(_GDynTab, bpy.types.Panel):
         else:
             col.prop(s, "checkpoint")
         col.prop_search(s, "mask", bpy.data, "images")
+        col.operator("gdyn.edit_mask", icon="BRUSH_DATA")
 
         col = layout.column(align=True)
         col.prop(s, "use_scene_range")
@@ -67,6 +68,9 @@ class GDYN_PT_pokes(_GDynSubpanel, bpy.types.Panel):
         row = layout.row(align=True)
         row.operator("gdyn.add_poke", icon="ADD")
         row.operator("gdyn.drag_poke", icon="RESTRICT_SELECT_OFF")
+        row = layout.row(align=True)
+        row.operator("gdyn.live_drag", icon="HAND")
+        row.operator("gdyn.bake_gesture", icon="KEYFRAME")
         for index, poke in enumerate(s.pokes):
             box = layout.box()
             row = box.row(align=True)

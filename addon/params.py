@@ -11,6 +11,7 @@ from pathlib import Path
 
 import bpy
 
+from . import mask
 from .backend_client import BackendError
 
 
@@ -46,7 +47,7 @@ def animate_params(scene, image_file: Path, output: Path, loop: bool | None = No
     else:
         params["checkpoint"] = bpy.path.abspath(s.checkpoint)
     if s.mask is not None:
-        params["mask"] = str(image_path(s.mask))
+        params["mask"] = str(mask.mask_file(s.mask))
     return params
 
 
@@ -84,17 +85,21 @@ def collect_pokes(scene) -> tuple[list[dict], list[dict]]:
     `force` spread over `duration` frames; if its point or force is keyframed,
     each of those frames carries `force / duration` with that frame's values.
     A DRAG poke holds its point at `force` pixels from its frame for
-    `duration` frames (values at its first frame), then releases it.
+    `duration` frames (values at its first frame), then releases it; if its
+    point or force is keyframed (a baked live gesture), each of those frames
+    is a one-frame drag with that frame's values.
     """
     fcurves = scene_fcurves(scene)
     pokes, drags = [], []
     for poke in (p for p in scene.gdyn.pokes if p.enabled):
         start = poke.frame - scene.frame_start
-        if poke.kind == "DRAG":
-            (x, y), (dx, dy) = (_value_at(fcurves, poke, prop, poke.frame) for prop in ("location", "force"))
-            drags.append({"start": start, "end": start + poke.duration - 1, "x": x, "y": y, "dx": dx, "dy": dy})
-            continue
         keyed = any(poke.path_from_id(prop) == key[0] for key in fcurves for prop in ("location", "force"))
+        if poke.kind == "DRAG":
+            for step in range(poke.duration) if keyed else range(1):
+                (x, y), (dx, dy) = (_value_at(fcurves, poke, prop, poke.frame + step) for prop in ("location", "force"))
+                end = start + step if keyed else start + poke.duration - 1
+                drags.append({"start": start + step, "end": end, "x": x, "y": y, "dx": dx, "dy": dy})
+            continue
         steps = range(poke.duration) if keyed else range(1)
         share = poke.duration if keyed else 1
         for step in steps:
@@ -117,10 +122,14 @@ def motion_for_simulate(scene) -> Path:
 
 
 def simulate_params(scene, image_file: Path, output: Path) -> dict:
-    """`simulate` params: the photo, its motion, the output folder, the pokes and the damping."""
+    """`simulate` params: the photo, its motion, the output folder, the pokes, the damping and
+    the mask (unsaved paint included, `mask.mask_file`)."""
     pokes, drags = collect_pokes(scene)
     if not pokes and not drags:
         raise BackendError("add a poke (Add Poke, or drag in the Image Editor) before Simulate")
     frames, fps = frames_and_fps(scene)
-    return {"image": str(image_file), "motion": str(motion_for_simulate(scene)), "output": str(output),
-            "pokes": pokes, "drags": drags, "damping": scene.gdyn.damping, "frames": frames, "fps": fps}
+    request = {"image": str(image_file), "motion": str(motion_for_simulate(scene)), "output": str(output),
+               "pokes": pokes, "drags": drags, "damping": scene.gdyn.damping, "frames": frames, "fps": fps}
+    if scene.gdyn.mask is not None:
+        request["mask"] = str(mask.mask_file(scene.gdyn.mask))
+    return request

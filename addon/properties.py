@@ -73,7 +73,8 @@ class GDynSettings(bpy.types.PropertyGroup):
     use_sequencer: BoolProperty(name="Sequencer Strip", default=False,
                                 description="Also add the frames as an image strip in the Sequencer")
     damping: FloatProperty(name="Damping", default=0.05, min=0.0, max=1.0,
-                           description="Damping ratio of every mode for Simulate")
+                           description="Damping ratio of the modes at and above 3 Hz for Simulate and "
+                                       "Live Drag; slower modes decay at that rate")
     drag_hold: IntProperty(name="Drag Hold", default=12, min=1,
                            description="Frames a dragged point is held before it is released")
     photo: PointerProperty(name="Photo", type=bpy.types.Image,

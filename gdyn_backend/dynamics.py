@@ -4,17 +4,41 @@ Paper §6.3 after Davis et al. (2015, 2016). Every band k of a
 `spectral.SpectralVolume` with f_k > 0 is a mode with
 
     shape      A_k(p) in C^2     complex [2, H, W] (x, y), pixels of the motion resolution
-    frequency  w_k = 2 pi f_k    rad/s (f_k = `volume.frequencies_hz[k]`, Hz)
-    damping    xi                dimensionless ratio (one for all modes)
+    frequency  w_k = 2 pi max(f_k, f_floor)   rad/s (f_k = `volume.frequencies_hz[k]`, Hz)
+    damping    zeta_k = min(1, xi max(w_k, w_ref) / w_k)   dimensionless ratio
     mass       1
 
 and a complex modal coordinate q_k(t) (dimensionless) obeying
 
-    q_k'' + 2 xi w_k q_k' + w_k^2 q_k = f_k(t)                       (1/s^2)
+    q_k'' + 2 zeta_k w_k q_k' + w_k^2 q_k = f_k(t)                   (1/s^2)
 
 The image-space response, a forward displacement like a motion texture, is
 
     u_t(p) = Re( sum_k A_k(p) q_k(t) )                              [2, H, W] pixels
+
+Responding like an object. The lowest bands of a spectral volume are not
+an object's resonances: in a 150-frame window at 25 fps band 1 is 0.17 Hz,
+the slow drift of the wind, and it carries the largest share of a real
+clip's motion. Read literally, a poke would peak a quarter period later
+(1.5 s) and a 5 % damped 0.17 Hz mode would ring for 20 s. Two rules make
+every volume answer a poke within a fraction of a second and ring down
+within a few seconds:
+
+* Mode floor: no mode is softer than f_floor = `MODE_FLOOR_HZ` (0.5 Hz),
+  the slowest oscillator whose quarter period (the rise time of a poke)
+  is at most 0.5 s. A slower band keeps its shape and is stiffened to
+  f_floor; bands above it keep their frequency.
+* Frequency-dependent damping: `damping` xi is the ratio at and above
+  f_ref = `DAMPING_REFERENCE_HZ` (3 Hz); below it every mode decays at the
+  rate of a mode at f_ref, sigma_min = xi w_ref (mass-proportional, Rayleigh
+  damping: air drag slows a leaf by its velocity whatever its stiffness),
+  capped at critical damping (zeta_k <= 1: more would slow the return to
+  rest). At the default xi = 0.05, sigma_min = 0.94 / s: every mode's
+  amplitude falls to 5 % within 3.2 s, and a poke on a mode at the floor
+  peaks after 0.42 s. xi = 0 is no damping at all.
+
+Both act in the dynamics only; the volume (and `gdyn animate`) keep the
+band frequencies.
 
 Forces. A force F (a real 2-vector) at pixel p does virtual work
 F . Re(A_k(p) dq_k), so its complex modal force is f_k = A_k(p)^H F
@@ -31,15 +55,18 @@ Units of a poke. A poke of strength d (pixels, a 2-vector) is an impulse
 (momentum) spread evenly over its duration. It is scaled by one constant of
 the volume, the largest footprint mobility
 
-    M_ref = max_p sum_k |A^_k(p)|^2 / w_dk          (px^2 s, w_dk = damped frequency)
+    M_ref = max_p sum_k |A^_k(p)|^2 g_k             (px^2 s)
 
-so that each mode receives the modal velocity v_k = A^_k(p)^H d / M_ref
-(A^ = shapes averaged over the footprint). Then the footprint-averaged
-displacement along d at the poked point never exceeds |d|, and it reaches
-about |d| (0.9 |d| for one mode at 5 % damping) at the most mobile point of
-the image; stiffer points (smaller, higher-frequency shapes) move less, and
-pinned or static points (shapes 0) not at all. A single noisy pixel may move
-more or less than its neighbourhood average.
+with g_k (s) the peak of mode k's free response to a unit velocity
+(`impulse_peaks`: exp(-sigma_k t_k) / w_k at t_k = atan(w_dk / sigma_k) / w_dk,
+w_dk the damped frequency), so that each mode receives the modal velocity
+v_k = A^_k(p)^H d / M_ref (A^ = shapes averaged over the footprint). Then the
+footprint-averaged displacement along d at the poked point never exceeds
+|d|, and it reaches |d| at the most mobile point of the image when one mode
+dominates there (less when several modes peak at different times); stiffer
+points (smaller, higher-frequency shapes) move less, and pinned or static
+points (shapes 0) not at all. A single noisy pixel may move more or less than
+its neighbourhood average.
 
 Drag. Holding pixel p at offset d puts the modes in the state of least
 elastic energy sum_k w_k^2 |q_k|^2 that moves p by d, regularized:
@@ -62,9 +89,10 @@ constant over the step. "exact" (default) uses the exact discretization of
 each damped oscillator for piecewise-constant force (the matrix exponential
 of the 2x2 system), so the discrete state is the continuous solution sampled
 at the frames: with no input the energy sum 1/2 |q'|^2 + 1/2 w^2 |q|^2 never
-grows, at any fps and any frequency. "euler" is forward Euler as in the
-paper; its per-step energy gain factor is 1 - 2 xi w dt + (w dt)^2, which is
-above 1 whenever w dt > 2 xi (e.g. a 3 Hz mode at 30 fps with xi = 0.05).
+grows, at any fps, frequency and damping ratio. "euler" is forward Euler as
+in the paper; its per-step energy gain factor is 1 - 2 zeta w dt + (w dt)^2,
+which is above 1 whenever w dt > 2 zeta (e.g. a 3 Hz mode at 30 fps with
+zeta = 0.05).
 
 This module is the physics only, in motion pixels, and imports nothing of
 gdyn but `spectral` and `errors`. Pokes and drags in still pixels and the
@@ -83,6 +111,8 @@ from gdyn_backend import spectral
 from gdyn_backend.errors import UserError
 
 DEFAULT_DAMPING = 0.05
+MODE_FLOOR_HZ = 0.5  # no mode is softer: a poke's rise (a quarter period) takes at most 0.5 s
+DAMPING_REFERENCE_HZ = 3.0  # `damping` is the ratio from here up; slower modes decay at this one's rate
 DEFAULT_FOOTPRINT_PX = 2.0
 DEFAULT_REGULARIZATION = 1e-3
 INTEGRATORS = ("exact", "euler")
@@ -100,7 +130,7 @@ class ModalBasis:
                    are 0 where it is pinned, `gdyn_backend.pinning`).
     footprint:     complex64 [M, 2, H, W], shapes averaged over a Gaussian of
                    sigma `footprint_px` pixels (used to project forces).
-    omega:         float64 [M], natural angular frequencies w_k in rad/s.
+    omega:         float64 [M], natural angular frequencies w_k = 2 pi max(f_k, MODE_FLOOR_HZ), rad/s.
     bands:         int64 [M], index of each mode's band in the volume.
     footprint_px:  Gaussian sigma of the force footprint, motion pixels.
     """
@@ -148,7 +178,8 @@ class ModalBasis:
 
 
 def modal_basis(volume: spectral.SpectralVolume, footprint_px: float = DEFAULT_FOOTPRINT_PX) -> ModalBasis:
-    """The volume's bands with f_k > 0 as modes (band 0 / 0 Hz is a static offset, left out).
+    """The volume's bands with f_k > 0 as modes (band 0 / 0 Hz is a static offset, left out),
+    bands below the mode floor stiffened to it (module docstring).
 
     A pixel where every band of the volume is 0 (pinned) has shapes exactly 0,
     so it never moves and a poke there excites nothing.
@@ -169,28 +200,61 @@ def modal_basis(volume: spectral.SpectralVolume, footprint_px: float = DEFAULT_F
     stacked = np.empty((2 * m, 2 * h * w), np.float32)
     stacked[0::2] = shapes.real.reshape(m, -1)
     stacked[1::2] = shapes.imag.reshape(m, -1)
-    return ModalBasis(shapes, footprint, 2 * np.pi * volume.frequencies_hz[bands], bands,
-                      float(footprint_px), stacked)
+    omega = 2 * np.pi * np.maximum(volume.frequencies_hz[bands], MODE_FLOOR_HZ)
+    return ModalBasis(shapes, footprint, omega, bands, float(footprint_px), stacked)
+
+
+# ---------------------------------------------------------------------------
+# Damping and response of single modes
+
+
+def mode_damping(omega: np.ndarray, damping: float) -> np.ndarray:
+    """Damping ratios zeta_k float64 [M] of modes at omega [M] (rad/s) for the ratio xi = `damping`.
+
+    zeta_k = min(1, xi max(w_k, w_ref) / w_k), w_ref = 2 pi DAMPING_REFERENCE_HZ:
+    xi at and above f_ref, the decay rate xi w_ref below it, never overdamped.
+    """
+    omega = np.asarray(omega, np.float64)
+    w_ref = 2.0 * np.pi * DAMPING_REFERENCE_HZ
+    return np.minimum(1.0, damping * np.maximum(omega, w_ref) / omega)
+
+
+def impulse_peaks(omega: np.ndarray, zeta: np.ndarray) -> np.ndarray:
+    """g_k float64 [M] (s): the largest displacement of a free mode kicked to unit velocity.
+
+    The response q(t) = exp(-sigma t) sin(w_d t) / w_d (sigma = zeta w,
+    w_d = w sqrt(1 - zeta^2)) peaks first, at t = atan(w_d / sigma) / w_d, at
+    exp(-sigma t) / w; critically damped (zeta = 1) at t = 1 / w.
+    """
+    omega = np.asarray(omega, np.float64)
+    sigma = zeta * omega
+    damped = omega * np.sqrt(np.clip(1.0 - zeta ** 2, 0.0, 1.0))
+    ringing = damped > 1e-9 * omega
+    t_peak = np.where(ringing, np.arctan2(damped, sigma) / np.where(ringing, damped, 1.0),
+                      1.0 / np.maximum(sigma, 1e-300))
+    return np.exp(-sigma * t_peak) / omega
 
 
 # ---------------------------------------------------------------------------
 # Integrators: one linear map per mode, [q, q']_{n+1} = Phi [q, q']_n + Gamma f_n
 
 
-def step_matrices(omega: np.ndarray, damping: float, dt: float, integrator: str = "exact",
+def step_matrices(omega: np.ndarray, zeta: np.ndarray, dt: float, integrator: str = "exact",
                   ) -> tuple[np.ndarray, np.ndarray]:
     """Transition Phi float64 [M, 2, 2] and force input Gamma float64 [M, 2] for one step.
 
-    omega: [M] rad/s; damping: ratio xi >= 0; dt: step in seconds. The force
-    f_n (1/s^2) is held constant over the step. "exact" is the matrix
-    exponential of [[0, 1], [-w^2, -2 xi w]] (augmented with the force), for
-    any xi (under-, critically or over-damped); "euler" is forward Euler.
+    omega: [M] rad/s; zeta: damping ratios [M] (or one for all), >= 0; dt:
+    step in seconds. The force f_n (1/s^2) is held constant over the step.
+    "exact" is the matrix exponential of [[0, 1], [-w^2, -2 zeta w]]
+    (augmented with the force), for any zeta (under-, critically or
+    over-damped); "euler" is forward Euler.
     """
     omega = np.asarray(omega, np.float64)
+    zeta = np.broadcast_to(np.asarray(zeta, np.float64), omega.shape)
     if integrator == "euler":
         phi = np.empty((omega.size, 2, 2))
         phi[:, 0, 0], phi[:, 0, 1] = 1.0, dt
-        phi[:, 1, 0], phi[:, 1, 1] = -omega ** 2 * dt, 1.0 - 2.0 * damping * omega * dt
+        phi[:, 1, 0], phi[:, 1, 1] = -omega ** 2 * dt, 1.0 - 2.0 * zeta * omega * dt
         gamma = np.zeros((omega.size, 2))
         gamma[:, 1] = dt
         return phi, gamma
@@ -200,8 +264,8 @@ def step_matrices(omega: np.ndarray, damping: float, dt: float, integrator: str 
 
     phi = np.empty((omega.size, 2, 2))
     gamma = np.empty((omega.size, 2))
-    for i, w in enumerate(omega):
-        system = np.array([[0.0, 1.0, 0.0], [-w * w, -2.0 * damping * w, 1.0], [0.0, 0.0, 0.0]])
+    for i, (w, z) in enumerate(zip(omega, zeta)):
+        system = np.array([[0.0, 1.0, 0.0], [-w * w, -2.0 * z * w, 1.0], [0.0, 0.0, 0.0]])
         e = expm(system * dt)
         phi[i], gamma[i] = e[:2, :2], e[:2, 2]
     return phi, gamma
@@ -264,9 +328,14 @@ class ModalSimulator:
 
     volume:     the spectral volume (any source, pinned already if a mask applies);
                 its bands with f > 0 are the modes.
-    damping:    damping ratio xi of every mode, 0 <= xi < 1 (modes ring; 0.05 default).
+    damping:    damping ratio xi, 0 <= xi < 1 (0.05 default), of the modes at and above
+                DAMPING_REFERENCE_HZ; slower modes decay at that mode's rate (`zeta`).
     fps:        frames per second of the simulation (default: the volume's fps).
     integrator: "exact" (default, never gains energy) or "euler" (the paper's).
+
+    zeta:       float64 [M], each mode's damping ratio (`mode_damping`).
+    mobility:   float64 [H, W] (px^2 s), sum_k |A^_k(p)|^2 g_k: how far a poke at p moves
+                p; `mobility_ref` is its maximum (the most mobile point).
 
     State: complex modal coordinates `q` [M] and velocities `v` [M] (1/s).
     `step()` advances one frame and returns the displacement [2, H, W] in
@@ -286,11 +355,11 @@ class ModalSimulator:
         self.dt = 1.0 / fps
         self.basis = basis if basis is not None else modal_basis(volume, footprint_px)
         self.regularization = float(regularization)
-        self._phi, self._gamma = step_matrices(self.basis.omega, self.damping, self.dt, integrator)
-        omega_d = self.basis.omega * np.sqrt(1.0 - self.damping ** 2)
+        self.zeta = mode_damping(self.basis.omega, self.damping)
+        self._phi, self._gamma = step_matrices(self.basis.omega, self.zeta, self.dt, integrator)
         smooth_power = (np.abs(self.basis.footprint) ** 2).sum(axis=1)  # [M, H, W]
-        inv_w = 1.0 / np.maximum(omega_d, 1e-9)
-        self.mobility_ref = float(np.tensordot(inv_w, smooth_power, 1).max()) if smooth_power.size else 0.0
+        self.mobility = np.tensordot(impulse_peaks(self.basis.omega, self.zeta), smooth_power, 1)
+        self.mobility_ref = float(self.mobility.max()) if smooth_power.size else 0.0
         self.compliance_ref = (float(np.tensordot(1.0 / self.basis.omega ** 2, smooth_power, 1).max())
                                if smooth_power.size else 0.0)
         self.reset()

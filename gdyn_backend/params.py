@@ -10,6 +10,7 @@ says how a JSON value is read:
     bool             any JSON value, by truth
     Path             a path string (~ expanded)
     X | None         null (or "" for a path) means None, else as X
+    Spec             an object read as the dataclass Spec (a live step's "hold")
     tuple[Spec, ...] a list of objects, each read as the dataclass Spec, named
                      to the user by Spec.LABEL and its position from 1 ("poke 2")
 
@@ -20,7 +21,7 @@ from __future__ import annotations
 
 import math
 import typing
-from dataclasses import MISSING, fields
+from dataclasses import MISSING, fields, is_dataclass
 from pathlib import Path
 
 from gdyn_backend.errors import UserError
@@ -72,6 +73,8 @@ def _value(value, kind, what: str, where: str):
             raise UserError(f"{what} must be a list of objects")
         return tuple(spec(**_values(spec, item, f"{where}: {spec.LABEL} {n + 1}", "key"))
                      for n, item in enumerate(value))
+    if is_dataclass(kind):
+        return kind(**_values(kind, value, what, "key"))
     if kind is bool:
         return bool(value)
     if kind is Path:

@@ -12,15 +12,21 @@ stderr carries human-readable logs only.
 Quick methods (`ping`, `cancel`, `shutdown`, `presets`) are answered on the
 reading thread; `info` runs on a thread of its own (it imports torch); long
 jobs (`animate`, `simulate`) run one at a time on a worker thread, so a
-cancel or a ping is answered while a job runs. A cancelled job replies with
-the error "cancelled" and its output folder never appears (outputs are
-written through `io.atomic_output_dir`). Large arrays travel as files named
-in params and results, never through the pipe. No sockets are opened.
+cancel or a ping is answered while a job runs. Interactive requests (the
+live sessions `live_open`, `live_step`, `live_close` of
+`gdyn_backend.live_sessions`, and `mask`) run in arrival order on a thread
+of their own: a live step never waits behind a long job (the two share the
+CPU, so a step is slower while a job renders, but it is not queued). A
+cancelled job replies with the error "cancelled" and its output folder
+never appears (outputs are written through `io.atomic_output_dir`). Large
+arrays travel as files named in params and results, never through the pipe
+(a live step's frame too). No sockets are opened.
 A malformed line or an unknown method gets an error reply and the server
 keeps running; end of input or `shutdown` cancels what is running and exits.
 `ping` answers `protocol`: PROTOCOL_VERSION, raised whenever a request or a
 reply changes shape. Job params are read by the options' own schemas
-(`AnimateOptions.from_params`, `SimulateOptions.from_params`).
+(`AnimateOptions.from_params`, `SimulateOptions.from_params`, and the
+live and mask requests' own).
 """
 
 from __future__ import annotations
@@ -38,7 +44,7 @@ from gdyn_backend.errors import Cancelled, UserError
 from gdyn_backend.params import required_path
 from gdyn_backend.progress import Progress
 
-PROTOCOL_VERSION = 2  # 2: simulate takes "pokes" (was "forces")
+PROTOCOL_VERSION = 3  # 2: simulate takes "pokes" (was "forces"); 3: live_open/step/close, mask
 PROGRESS_INTERVAL_S = 0.05  # at most ~20 progress events per second per job
 
 
@@ -58,10 +64,13 @@ class Server:
         self._progress: dict[Any, Progress] = {}  # queued or running jobs by request id
         self._queue: queue.Queue = queue.Queue()
         self._worker = threading.Thread(target=self._work, name="gdyn-job", daemon=True)
+        self._interactive_queue: queue.Queue = queue.Queue()
+        self._interactive_worker = threading.Thread(target=self._interact, name="gdyn-live", daemon=True)
         self._quick: dict[str, Callable[[dict], dict]] = {
             "ping": self._ping, "presets": self._presets}
         self._jobs: dict[str, Callable[[dict, Progress], dict]] = {
             "animate": _animate, "simulate": _simulate}
+        self._interactive = ("live_open", "live_step", "live_close", "mask")
 
     # -- transport ---------------------------------------------------------
 
@@ -80,6 +89,7 @@ class Server:
     def serve(self) -> int:
         """Answer requests until `shutdown` or end of input; returns the exit status."""
         self._worker.start()
+        self._interactive_worker.start()
         print(f"gdyn serve {__version__}: ready (protocol {PROTOCOL_VERSION})", file=self._log, flush=True)
         for line in self._stdin:
             if not line.strip():
@@ -123,8 +133,10 @@ class Server:
                 progress = Progress(self._progress_sender(rid))
                 self._progress[rid] = progress
             self._queue.put((rid, method, params, progress))
+        elif method in self._interactive:
+            self._interactive_queue.put((rid, method, params))
         else:
-            known = sorted(["cancel", "shutdown", "info", *self._quick, *self._jobs])
+            known = sorted(["cancel", "shutdown", "info", *self._quick, *self._jobs, *self._interactive])
             self._reply_error(rid, f"unknown method {method!r}; known: {', '.join(known)}")
         return None
 
@@ -173,6 +185,26 @@ class Server:
                 self._progress.pop(rid, None)
             self.send(reply)
 
+    def _interact(self) -> None:
+        """The interactive thread: live-session and mask requests, one at a time, in arrival order.
+
+        It owns the live sessions (imported here, so numpy and OpenCV load
+        after the server is ready) and closes them when the server stops.
+        """
+        from gdyn_backend.live_sessions import LiveSessions
+
+        live = LiveSessions()
+        handlers = {"live_open": live.open, "live_step": live.step, "live_close": live.close, "mask": _mask}
+        try:
+            while True:
+                item = self._interactive_queue.get()
+                if item is None:
+                    return
+                rid, method, params = item
+                self._answer(rid, handlers[method], params)
+        finally:
+            live.close_all()
+
     def _cancel(self, target) -> bool:
         with self._jobs_lock:
             progress = self._progress.get(target)
@@ -188,6 +220,9 @@ class Server:
         if self._worker.is_alive():
             self._queue.put(None)
             self._worker.join()
+        if self._interactive_worker.is_alive():
+            self._interactive_queue.put(None)
+            self._interactive_worker.join()
 
     # -- quick methods -----------------------------------------------------
 
@@ -236,3 +271,13 @@ def _simulate(params: dict, progress: Progress) -> dict:
     done = simulate(required_path(params, "image", "simulate"), required_path(params, "output", "simulate"),
                     SimulateOptions.from_params(params), progress)
     return _result(done)
+
+
+def _mask(params: dict) -> dict:
+    """params: image, output (a .png) and preset (default gentle_breeze), as `gdyn mask`;
+    result: {output, width, height} (the photo's size in pixels)."""
+    from gdyn_backend.mask import MaskOptions, write_mask
+
+    options = MaskOptions.from_params(params)
+    output, width, height = write_mask(options.image, options.output, options.preset)
+    return {"output": str(output), "width": width, "height": height}

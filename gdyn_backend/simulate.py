@@ -47,7 +47,7 @@ def to_motion_pixels(x: float, y: float, dx: float, dy: float, image_size: tuple
     return (x + 0.5) * sx - 0.5, (y + 0.5) * sy - 0.5, dx * sx, dy * sy
 
 
-def _checked_point(spec, what: str, width: int, height: int) -> tuple[float, float, float, float]:
+def checked_point(spec, what: str, width: int, height: int) -> tuple[float, float, float, float]:
     """(x, y, dx, dy) of a spec, finite and with (x, y) inside the width x height still."""
     for key in ("x", "y", "dx", "dy"):
         if not np.isfinite(getattr(spec, key)):
@@ -80,7 +80,7 @@ class PokeSpec:
                             if self.frame >= 0 else f"{what}: frame must be >= 0, got {self.frame}")
         if self.duration < 1:
             raise UserError(f"{what}: duration must be at least 1 frame, got {self.duration}")
-        point = _checked_point(self, what, *image_size)
+        point = checked_point(self, what, *image_size)
         return dynamics.Poke(self.frame, *to_motion_pixels(*point, image_size, motion_size), self.duration)
 
 
@@ -104,7 +104,7 @@ class DragSpec:
         if not 0 <= self.start <= self.end or self.start >= num_frames:
             raise UserError(f"{what}: frames {self.start}-{self.end} must satisfy 0 <= start <= end "
                             f"and start <= {num_frames - 1}")
-        point = _checked_point(self, what, *image_size)
+        point = checked_point(self, what, *image_size)
         return dynamics.Drag(self.start, self.end, *to_motion_pixels(*point, image_size, motion_size),
                              ease_frames=max(1, round(DRAG_EASE_S * fps)))
 
@@ -115,7 +115,8 @@ class SimulateOptions:
 
     motion:     spectral volume file whose bands with f > 0 are the modes.
     pokes, drags: `PokeSpec`s and `DragSpec`s (still pixels, frames from 0).
-    damping:    damping ratio of every mode, 0 <= xi < 1.
+    damping:    damping ratio xi, 0 <= xi < 1, of the modes at and above 3 Hz (slower
+                modes decay at that rate: `dynamics`).
     frames/fps: length of the simulation in frames and its frame rate.
     integrator: "exact" (never gains energy) or "euler" (the paper's).
     mask:       image, white moves, black is pinned (exactly still), grey scales.

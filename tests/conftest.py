@@ -1,7 +1,12 @@
-"""Shared fixtures and helpers: real photos from ../shared/data (skip cleanly when absent),
-the one "poll until done" helper, and the repository root on sys.path (`addon`)."""
+"""Shared fixtures and helpers: real photos and clips from ../shared/data (skip cleanly when absent),
+the one "poll until done" helper, a `gdyn serve` subprocess (`serve`), and the repository root on
+sys.path (`addon`)."""
 
+import json
+import queue
+import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Callable
@@ -27,6 +32,15 @@ def shared_stills() -> Path:
     return SHARED_STILLS
 
 
+@pytest.fixture
+def shared_videos() -> Path:
+    """Folder of the real test clips; skips when ../shared/data is not beside the checkout."""
+    videos = SHARED_STILLS.parent / "videos"
+    if not videos.is_dir():
+        pytest.skip("../shared/data/videos is absent (it is not part of the project)")
+    return videos
+
+
 def _poll_until(poll: Callable[[], object], done: Callable[[], bool], timeout: float = 120.0,
                 what: str = "the backend's answer") -> None:
     """Call `poll()` every 10 ms until `done()` is true; fail the test after `timeout` seconds."""
@@ -41,3 +55,53 @@ def _poll_until(poll: Callable[[], object], done: Callable[[], bool], timeout: f
 def poll_until() -> Callable[..., None]:
     """poll_until(poll, done, timeout=120, what=...): the tests' one wait loop, always with a deadline."""
     return _poll_until
+
+
+SERVE_TIMEOUT_S = 120.0
+
+
+class Serve:
+    """A `gdyn serve` process with a reader thread; `read()` waits for the next reply."""
+
+    def __init__(self):
+        self.proc = subprocess.Popen([sys.executable, "-m", "gdyn_backend", "serve"],
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     stderr=subprocess.PIPE, text=True, bufsize=1)
+        self.lines: queue.Queue = queue.Queue()
+        threading.Thread(target=self._pump, daemon=True).start()
+
+    def _pump(self):
+        for line in self.proc.stdout:
+            self.lines.put(json.loads(line))  # every stdout line must be JSON
+        self.lines.put(None)
+
+    def send(self, obj) -> None:
+        self.proc.stdin.write((obj if isinstance(obj, str) else json.dumps(obj)) + "\n")
+        self.proc.stdin.flush()
+
+    def read(self, timeout: float = SERVE_TIMEOUT_S):
+        return self.lines.get(timeout=timeout)
+
+    def until_final(self, rid, events: list | None = None, timeout: float = SERVE_TIMEOUT_S) -> dict:
+        deadline = time.monotonic() + timeout
+        while True:
+            message = self.read(max(deadline - time.monotonic(), 0.1))
+            assert message is not None, "the server exited"
+            if message.get("id") == rid and ("result" in message or "error" in message):
+                return message
+            if events is not None:
+                events.append(message)
+
+    def close(self):
+        if self.proc.poll() is None:
+            self.send({"id": 999, "method": "shutdown"})
+            self.proc.wait(timeout=30)
+
+
+@pytest.fixture
+def serve():
+    server = Serve()
+    yield server
+    server.close()
+    if server.proc.poll() is None:
+        server.proc.kill()

@@ -53,6 +53,22 @@ def run(volume, frames, pokes=(), drags=(), **kw):
     return np.stack(list(dyn.simulate(sim, frames, pokes, drags))), sim
 
 
+def local_response(disp, x, y, sigma):
+    """Displacement [N, 2] around (x, y), averaged over a Gaussian of sigma px, of frames [N, 2, H, W]."""
+    return np.array([[cv2.GaussianBlur(f[a], (0, 0), sigma, borderType=cv2.BORDER_REPLICATE)[y, x]
+                      for a in range(2)] for f in disp])
+
+
+def most_mobile_push(sim, strength):
+    """(x, y, d): the most mobile pixel away from the border and a push of |d| = strength along the
+    direction it moves most."""
+    h, w = sim.basis.height, sim.basis.width
+    y, x = np.unravel_index(np.argmax(sim.mobility[2:-2, 2:-2]), (h - 4, w - 4))
+    y, x = y + 2, x + 2
+    a = sim.basis.shape_at(x, y, smoothed=True)  # [M, 2]
+    return x, y, strength * np.linalg.eigh(np.real(a.T @ np.conj(a)))[1][:, -1]
+
+
 def energies(sim, frames):
     out = [sim.energy()]
     for _ in range(frames):
@@ -73,10 +89,7 @@ def test_motion_starts_at_the_poke_and_rings_down_at_the_damping_rate():
     # A poke on the last frame acts on the step after it, so no frame shows it.
     late, _ = run(volume, frames, [dyn.Poke(frames - 1, 30, 20, 3.0, -1.0)], damping=xi, fps=fps)
     assert np.abs(late).max() == 0.0
-    # Ring-down: every mode loses energy at least at the slowest mode's rate 2 xi w_min;
-    # a damped cycle's energy wobbles around that exponential by (1 + xi) / (1 - xi) = 1.1,
-    # bounded here with 1.25. Measured: 0.39 of the bound; a simulation at half the damping
-    # ends 1.5x above it.
+    # Ring-down: every mode loses energy at least at the slowest mode's rate 2 xi w_min.
     sim = dyn.ModalSimulator(volume, damping=xi, fps=fps)
     sim.apply_poke(poke.x, poke.y, poke.dx, poke.dy)
     sim.advance()
@@ -84,6 +97,12 @@ def test_motion_starts_at_the_poke_and_rings_down_at_the_damping_rate():
     e = energies(sim, int(seconds * fps))
     bound = 1.25 * start * np.exp(-2 * xi * 2 * np.pi * min(freqs) * seconds)
     assert 0 < e[-1] <= bound
+    # All three modes are below the 3 Hz reference, so each decays at the reference rate
+    # sigma = xi * 2 pi * 3 Hz: energy within start * exp(-2 sigma t) up to the wobble of a damped
+    # cycle ((1 + zeta) / (1 - zeta) <= 1.86 for zeta <= 0.3), bounded here with 1.5. Measured:
+    # 1.32 at most; a simulation at half the damping ends 1.3e4x above the curve.
+    sigma = xi * 2 * np.pi * dyn.DAMPING_REFERENCE_HZ
+    assert np.all(e <= 1.5 * start * np.exp(-2 * sigma * np.arange(len(e)) / fps))
 
 
 def test_the_physics_imports_nothing_of_gdyn_but_the_spectral_volume_and_errors():
@@ -99,17 +118,20 @@ def test_the_physics_imports_nothing_of_gdyn_but_the_spectral_volume_and_errors(
     assert ours == {"gdyn_backend.spectral", "gdyn_backend.errors"}, sorted(ours)
 
 
-@pytest.mark.parametrize("fps", [24.0, 60.0])
-def test_impulse_rings_at_mode_frequency_and_decays_at_damping_rate(fps):
-    f, xi = 1.5, 0.05
+@pytest.mark.parametrize("f, fps", [(1.5, 24.0), (1.5, 60.0), (3.5, 60.0)])
+def test_impulse_rings_at_mode_frequency_and_decays_at_damping_rate(f, fps):
+    # At and above the reference frequency (3 Hz) a mode has the damping ratio xi; below it, it
+    # decays at the reference mode's rate xi * 2 pi * 3 Hz (the ratio xi * 3 / f).
+    xi = 0.05
+    zeta = xi * max(f, dyn.DAMPING_REFERENCE_HZ) / f
     disp, _ = run(single_mode(f), int(8 * fps), [dyn.Poke(0, 30, 20, 3.0, 0.0)], fps=fps, damping=xi)
     u = disp[1:, 0, 20, 30].astype(np.float64)  # x at the poked pixel, frames 1.. (after the poke)
     t = np.arange(1, len(disp)) / fps
-    # Frequency from the interpolated zero crossings: the damped frequency f sqrt(1 - xi^2).
+    # Frequency from the interpolated zero crossings: the damped frequency f sqrt(1 - zeta^2).
     s = np.flatnonzero(np.sign(u[:-1]) * np.sign(u[1:]) < 0)
     crossings = t[s] - u[s] * (t[s + 1] - t[s]) / (u[s + 1] - u[s])
     measured_f = 1.0 / (2.0 * np.mean(np.diff(crossings)))
-    assert measured_f == pytest.approx(f * np.sqrt(1 - xi ** 2), rel=0.01)
+    assert measured_f == pytest.approx(f * np.sqrt(1 - zeta ** 2), rel=0.01)
     # Decay from a log-linear fit of the positive peaks (parabolic sub-sample peaks).
     peaks = [i for i in range(1, len(u) - 1) if u[i] > u[i - 1] and u[i] >= u[i + 1] and u[i] > 0]
     times, heights = [], []
@@ -120,16 +142,63 @@ def test_impulse_rings_at_mode_frequency_and_decays_at_damping_rate(fps):
         heights.append(b - 0.25 * (a - c) * off)
     slope = np.polyfit(times, np.log(heights), 1)[0]
     assert len(peaks) >= 10
-    assert -slope == pytest.approx(xi * 2 * np.pi * f, rel=0.02)
+    assert -slope == pytest.approx(zeta * 2 * np.pi * f, rel=0.02)
+
+
+def test_slow_bands_are_stiffened_to_the_mode_floor_and_respond_within_half_a_second():
+    # A 0.17 Hz band (band 1 of 150 frames at 25 fps) would peak 1.5 s after a poke and, at 5 %
+    # damping, ring for 20 s. It keeps its shape but rings at the 0.5 Hz floor, decaying at the
+    # 3 Hz reference rate: the poke peaks within 0.5 s and is under 25 % of its peak after 3.5 s.
+    fps, xi = 25.0, 0.05
+    disp, sim = run(single_mode(25.0 / 150), int(4 * fps) + 1, [dyn.Poke(0, 30, 20, 3.0, 0.0)], fps=fps)
+    assert sim.basis.omega[0] == pytest.approx(2 * np.pi * dyn.MODE_FLOOR_HZ)
+    u = disp[:, 0, 20, 30]
+    t = np.arange(len(u)) / fps
+    zeta = xi * dyn.DAMPING_REFERENCE_HZ / dyn.MODE_FLOOR_HZ
+    damped = 2 * np.pi * dyn.MODE_FLOOR_HZ * np.sqrt(1 - zeta ** 2)
+    # The continuous peak time atan(w_d / sigma) / w_d = 0.42 s, on the frame grid (1 frame).
+    assert t[np.argmax(u)] == pytest.approx(np.arctan2(damped, zeta * 2 * np.pi * dyn.MODE_FLOOR_HZ) / damped,
+                                            abs=1 / fps)
+    assert t[np.argmax(u)] <= 0.5
+    assert np.abs(u[t >= 3.5]).max() <= 0.25 * u.max()
+    # It rings (overshoots to the other side) rather than creeping back.
+    assert u.min() < -0.1 * u.max()
+
+
+@pytest.mark.parametrize("clip, start, window", [("waving_trees.mp4", 0, 150), ("candle.mp4", 0, 150)])
+def test_pokes_on_real_clips_peak_within_half_a_second_and_ring_down(shared_videos, clip, start, window):
+    # Motion extracted from real footage (waving_trees: frames 0-149, 10 s at 15 fps, before the
+    # person walks in at frame ~245; candle: 6 s at 25 fps). Its lowest band (0.1 / 0.17 Hz)
+    # carries 31 % / 15 % of the motion: read literally (one damping ratio, no floor), a poke
+    # peaked after 1.0 / 0.48 s and kept 50 % / 44 % of its peak in the last half second.
+    # Measured now at 12, native and 60 fps: peaks after 0.28-0.42 s, 4 % in the last half second.
+    volume = flow.extract_volume(shared_videos / clip, start=start, window=window, width=160, height=None)
+    for fps in (12.0, volume.fps, 60.0):
+        sim = dyn.ModalSimulator(volume, fps=fps)
+        x, y, d = most_mobile_push(sim, 3.0)
+        frames = int(round(4 * fps)) + 1
+        disp = np.stack(list(dyn.simulate(sim, frames, [dyn.Poke(0, x, y, *d)])))
+        amplitude = np.linalg.norm(local_response(disp, x, y, sim.basis.footprint_px), axis=1)
+        t = np.arange(frames) / fps
+        assert t[np.argmax(amplitude)] <= 0.5, fps
+        assert amplitude[t >= 3.5].max() <= 0.25 * amplitude.max(), fps
+        assert 0.2 * 3.0 < amplitude.max() <= 1.01 * 3.0
+        # Energy never grows without input (after the poke's one step), at 12-60 fps.
+        sim.reset()
+        sim.apply_poke(x, y, *d)
+        sim.advance()
+        e = energies(sim, frames)
+        assert np.all(np.diff(e) <= 1e-12 * e[0]) and e[-1] < 0.01 * e[0]
 
 
 def test_poke_of_strength_d_moves_the_most_mobile_point_about_d_pixels():
-    # One uniform mode: the peak along the poke is |d| exp(-xi * phase of the peak) ~ 0.93 |d|.
+    # One uniform mode: the peak along the poke is |d| (the poke is scaled by the mode's own
+    # impulse peak), sampled at the frames: 0.995 |d| measured.
     shape = np.zeros((1, 2, H, W), np.complex64)
     shape[0, 0] = 2.0
     disp, _ = run(volume_of(shape, [1.0]), 60, [dyn.Poke(0, 30, 20, 4.0, 0.0)], fps=30.0)
     peak = disp[:, 0, 20, 30].max()
-    assert 0.85 * 4.0 < peak <= 4.0
+    assert 0.97 * 4.0 < peak <= 4.0
     # Many modes: the component along d at the poked point never exceeds |d| (+1 % for sampling).
     freqs = [0.4, 0.8, 1.3, 2.1, 2.9]
     d = np.array([3.0, -2.0])
@@ -324,19 +393,12 @@ def model_volume(tmp_path):
 def test_any_source_pokes_and_drags(make, tmp_path):
     volume = make(tmp_path)
     sim = dyn.ModalSimulator(volume, damping=0.05)
-    h, w = sim.basis.height, sim.basis.width
     # Poke the most mobile point: it moves along the push, at most |d| and at least 0.2 |d|.
-    mobility = (np.abs(sim.basis.footprint) ** 2).sum(axis=(0, 1))
-    y, x = np.unravel_index(np.argmax(mobility[2:-2, 2:-2]), (h - 4, w - 4))
-    y, x = y + 2, x + 2
-    a = sim.basis.shape_at(x, y, smoothed=True)  # [M, 2]
-    d = 3.0 * np.linalg.eigh(np.real(a.T @ np.conj(a)))[1][:, -1]  # the direction it moves most
+    x, y, d = most_mobile_push(sim, 3.0)
     disp = np.stack(list(dyn.simulate(sim, 3 * int(volume.fps), [dyn.Poke(0, x, y, *d)])))
     assert np.isfinite(disp).all()
     # The bound is on the motion around p averaged over the force footprint (single pixels are noisy).
-    local = np.array([[cv2.GaussianBlur(f[a], (0, 0), sim.basis.footprint_px, borderType=cv2.BORDER_REPLICATE)[y, x]
-                       for a in range(2)] for f in disp])
-    along = local @ (d / 3.0)
+    along = local_response(disp, x, y, sim.basis.footprint_px) @ (d / 3.0)
     assert 0.2 * 3.0 < along.max() <= 1.01 * 3.0
     # Drag the same point 2 px: held within a pixel.
     sim.reset()
@@ -349,12 +411,12 @@ def test_live_preview_takes_still_pixels_and_renders_frames():
     still = Still(synthetic_still(2 * W, 2 * H, seed=5), None, 8)  # preview at twice the motion size
     preview = LivePreview(volume_of(random_modes(freqs, seed=12), freqs), still)
     sim = preview.simulator
-    rgb, disp = preview.frame()
+    rgb, _, disp = preview.frame()
     assert rgb.shape == (2 * H, 2 * W, 3) and disp.shape == (2, 2 * H, 2 * W)
     assert np.abs(disp).max() == 0.0
     assert np.abs(rgb - still.rgb).max() < 1e-3  # at rest the frame is the still
     preview.hold(70, 30, 8.0, -6.0)  # still pixels
-    rgb, disp = preview.frame()
+    rgb, _, disp = preview.frame()
     assert np.linalg.norm(disp[:, 30, 70] - [8.0, -6.0]) < 1.0
     assert np.abs(rgb - still.rgb).mean() > 0.01
     assert set(preview.timings) == {"step", "synthesis", "render"}
@@ -373,14 +435,14 @@ def test_live_preview_pins_by_the_same_rule_as_simulate():
     mask[:, :48] = 0.0  # still pixels; 24 motion pixels
     preview = LivePreview(volume_of(random_modes(freqs, seed=14), freqs), still, mask)
     preview.hold(100, 40, 6.0, -4.0)
-    rgb, disp = preview.frame()
+    rgb, _, disp = preview.frame()
     assert np.abs(disp[:, :, :48]).max() == 0.0  # black is exactly still
     assert np.linalg.norm(disp[:, 40, 100] - [6.0, -4.0]) < 1.0  # the free part still follows the hand
     assert np.array_equal(preview.weights[:, :48], np.zeros((2 * H, 48), np.float32))
     preview.release()
     preview.simulator.reset()
     preview.poke(20, 40, 8.0, 0.0, duration=2)  # inside the pin
-    assert max(np.abs(preview.frame()[1]).max() for _ in range(10)) == 0.0
+    assert max(np.abs(preview.frame()[2]).max() for _ in range(10)) == 0.0
 
 
 def test_release_gives_the_same_motion_at_any_frame_rate():

@@ -3,73 +3,20 @@
 from __future__ import annotations
 
 import json
-import queue
 import subprocess
 import sys
-import threading
-import time
 from pathlib import Path
 
 import numpy as np
-import pytest
 from synthetic import tiny_inputs
 
 from gdyn_backend import io, spectral
-
-TIMEOUT_S = 120.0
-
-
-class Serve:
-    """A `gdyn serve` process with a reader thread; `read()` waits for the next reply."""
-
-    def __init__(self):
-        self.proc = subprocess.Popen([sys.executable, "-m", "gdyn_backend", "serve"],
-                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                     stderr=subprocess.PIPE, text=True, bufsize=1)
-        self.lines: queue.Queue = queue.Queue()
-        threading.Thread(target=self._pump, daemon=True).start()
-
-    def _pump(self):
-        for line in self.proc.stdout:
-            self.lines.put(json.loads(line))  # every stdout line must be JSON
-        self.lines.put(None)
-
-    def send(self, obj) -> None:
-        self.proc.stdin.write((obj if isinstance(obj, str) else json.dumps(obj)) + "\n")
-        self.proc.stdin.flush()
-
-    def read(self, timeout: float = TIMEOUT_S):
-        return self.lines.get(timeout=timeout)
-
-    def until_final(self, rid, events: list | None = None, timeout: float = TIMEOUT_S) -> dict:
-        deadline = time.monotonic() + timeout
-        while True:
-            message = self.read(max(deadline - time.monotonic(), 0.1))
-            assert message is not None, "the server exited"
-            if message.get("id") == rid and ("result" in message or "error" in message):
-                return message
-            if events is not None:
-                events.append(message)
-
-    def close(self):
-        if self.proc.poll() is None:
-            self.send({"id": 999, "method": "shutdown"})
-            self.proc.wait(timeout=30)
-
-
-@pytest.fixture
-def serve():
-    server = Serve()
-    yield server
-    server.close()
-    if server.proc.poll() is None:
-        server.proc.kill()
 
 
 def test_ping_presets_info(serve):
     serve.send({"id": 1, "method": "ping", "params": {}})
     reply = serve.until_final(1)
-    assert reply["result"]["pong"] is True and reply["result"]["protocol"] == 2
+    assert reply["result"]["pong"] is True and reply["result"]["protocol"] == 3
     serve.send({"id": 2, "method": "presets", "params": {}})
     names = {p["name"] for p in serve.until_final(2)["result"]["presets"]}
     assert {"gentle_breeze", "candle_flame"} <= names

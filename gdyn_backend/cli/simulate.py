@@ -93,7 +93,8 @@ def register(sub) -> None:
                    help="pull pixel X,Y to X+DX,Y+DY (eased in over 0.2 s), hold it through "
                         "FRAME1, then release it to ring down; repeatable")
     p.add_argument("--damping", type=float, default=DEFAULT_DAMPING,
-                   help=f"damping ratio of every mode, 0 <= D < 1 (default: {DEFAULT_DAMPING})")
+                   help=f"damping ratio of the modes at and above 3 Hz, 0 <= D < 1; slower modes "
+                        f"decay at that rate (default: {DEFAULT_DAMPING})")
     p.add_argument("--frames", type=int, default=DEFAULT_FRAMES,
                    help=f"number of frames (default: {DEFAULT_FRAMES})")
     p.add_argument("--fps", type=float, default=DEFAULT_FPS, help=f"frame rate (default: {DEFAULT_FPS:g})")
