@@ -551,6 +551,8 @@ class VideoWriter:
                 self._target.tmp.write_bytes(self._gif.getbuffer())
         except OSError as exc:
             raise self._failure(exc) from None
+        if self._gif is None and not _mp4_complete(self._target.tmp):  # imageio ignores ffmpeg's exit status
+            raise self._failure(OSError("ffmpeg did not finish the file")) from None
         self._target.commit()
 
     def abort(self) -> None:
@@ -561,8 +563,8 @@ class VideoWriter:
             self._target.abort()
 
     def _failure(self, exc: OSError) -> BaseException:
-        """The error to report for a failed write: ffmpeg's broken pipe says nothing, so the
-        folder is asked (1 MiB written to an unnamed temporary file) for the real reason."""
+        """The error to report for a failed write: ffmpeg's broken pipe (or unfinished file) says
+        nothing, so the folder is asked (1 MiB written to an unnamed temporary file) for the reason."""
         if exc.errno is not None:
             return self._target.user_error(exc)
         try:
@@ -573,3 +575,26 @@ class VideoWriter:
         first = next((line for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
         return UserError(f"ffmpeg stopped while writing {self.path} ({first.strip()}); run again, "
                          "or write frames only (no --video)")
+
+
+def _mp4_complete(path: Path) -> bool:
+    """True when the MP4 at `path` is whole: its top-level boxes (size, type) tile the file
+    exactly and include the movie header `moov`, which ffmpeg writes last."""
+    size = path.stat().st_size
+    kinds, pos = set(), 0
+    with open(path, "rb") as f:
+        while pos < size:
+            f.seek(pos)
+            header = f.read(16)
+            if len(header) < 8:
+                return False
+            length, kind = int.from_bytes(header[:4], "big"), header[4:8]
+            if length == 1 and len(header) == 16:  # a 64-bit size follows the type
+                length = int.from_bytes(header[8:16], "big")
+            elif length == 0:  # the box runs to the end of the file
+                length = size - pos
+            if length < 8 or pos + length > size:
+                return False
+            kinds.add(kind)
+            pos += length
+    return b"moov" in kinds

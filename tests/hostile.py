@@ -15,12 +15,14 @@ import shutil
 import struct
 import subprocess
 import zlib
+from dataclasses import replace
 from pathlib import Path
 
 import cv2
 import numpy as np
 from safetensors.numpy import save_file
-from synthetic import band_motion, make_clip, synthetic_still, tiny_inputs, write_frames_folder, write_mp4
+from synthetic import (band_motion, make_clip, smooth_envelope, synthetic_still, tiny_inputs, write_frames_folder,
+                       write_mp4, write_raw_motion)
 
 from gdyn_backend import spectral
 
@@ -39,16 +41,6 @@ def _png_claiming(width: int, height: int) -> bytes:
 def _jpeg(width: int = 96, height: int = 64) -> bytes:
     noise = (np.random.default_rng(1).random((height, width, 3)) * 255).astype(np.uint8)
     return cv2.imencode(".jpg", noise)[1].tobytes()
-
-
-def _motion_file(path: Path, amplitude: np.ndarray, **meta_changes) -> Path:
-    """A motion file written by hand (not `save_volume`, which refuses bad motion)."""
-    meta = {"format": spectral.FORMAT_NAME, "version": "1", "fps": "30.0", "period_frames": "60",
-            "frequencies_hz": json.dumps([float(f) for f in spectral.band_frequencies(BANDS, 30.0, 60)]),
-            "width": str(W), "height": str(H), "source": "hostile"}
-    meta.update(meta_changes)
-    save_file({"amplitude": amplitude}, str(path), meta)
-    return path
 
 
 def tiny_checkpoint(path: Path, width: int = 64, height: int = 40) -> Path:
@@ -90,25 +82,24 @@ def hostile_inputs(folder: Path) -> dict[str, Path]:
     cv2.imwrite(str(folder / "square_mask.png"), np.full((20, 20), 255, np.uint8))
     p["square_mask"] = folder / "square_mask.png"
     # Motion files: wrong dtypes, broken metadata, absurd values.
-    m = {
-        "m_float64": _motion_file(folder / "m_float64.safetensors", good.astype(np.float64)),
-        "m_int32": _motion_file(folder / "m_int32.safetensors", good.astype(np.int32)),
-        "m_float16": _motion_file(folder / "m_float16.safetensors", good.astype(np.float16)),
-        "m_negative_fps": _motion_file(folder / "m_negative_fps.safetensors", good, fps="-30"),
-        "m_nan_fps": _motion_file(folder / "m_nan_fps.safetensors", good, fps="nan"),
-        "m_zero_period": _motion_file(folder / "m_zero_period.safetensors", good, period_frames="0"),
-        "m_absurd": _motion_file(folder / "m_absurd.safetensors", good * np.float32(1e30)),
-        "m_nan": _motion_file(folder / "m_nan.safetensors", np.full_like(good, np.nan)),
-        "m_inf": _motion_file(folder / "m_inf.safetensors", np.full_like(good, np.inf)),
-        "m_three_channels": _motion_file(folder / "m_three_channels.safetensors", good[:, :3].copy()),
-        "m_band_count": _motion_file(folder / "m_band_count.safetensors", good[:2].copy()),
-        "m_negative_freq": _motion_file(folder / "m_negative_freq.safetensors", good,
-                                        frequencies_hz=json.dumps([0.0, -0.5, 1.0, 1.5])),
-        "m_freq_not_list": _motion_file(folder / "m_freq_not_list.safetensors", good, frequencies_hz="5"),
-        "m_no_fps": _motion_file(folder / "m_no_fps.safetensors", good, fps="fast"),
-        "m_only_static": _motion_file(folder / "m_only_static.safetensors", good[:1].copy(),
-                                      frequencies_hz="[0.0]"),
-    }
+    four = json.dumps([float(f) for f in spectral.band_frequencies(BANDS, 30.0, 60)])
+    m = {name: write_raw_motion(folder / f"{name}.safetensors", amplitude, metadata=metadata) for name, amplitude, metadata in [
+        ("m_float64", good.astype(np.float64), {}),
+        ("m_int32", good.astype(np.int32), {}),
+        ("m_float16", good.astype(np.float16), {}),
+        ("m_negative_fps", good, {"fps": "-30"}),
+        ("m_nan_fps", good, {"fps": "nan"}),
+        ("m_no_fps", good, {"fps": "fast"}),
+        ("m_zero_period", good, {"period_frames": "0"}),
+        ("m_absurd", good * np.float32(1e30), {}),  # finite, but 3e30 px of motion
+        ("m_nan", np.full_like(good, np.nan), {}),
+        ("m_inf", np.full_like(good, np.inf), {}),
+        ("m_three_channels", good[:, :3].copy(), {}),
+        ("m_band_count", good[:2].copy(), {"frequencies_hz": four}),
+        ("m_negative_freq", good, {"frequencies_hz": "[0.0, -0.5, 1.0, 1.5]"}),
+        ("m_freq_not_list", good, {"frequencies_hz": "5"}),
+        ("m_only_static", good[:1].copy(), {}),
+    ]}
     p.update(m)
     save_file({"weights": np.zeros(3, np.float32)}, str(folder / "foreign.safetensors"), {"format": "other"})
     (folder / "text.safetensors").write_text("hello")
@@ -116,7 +107,9 @@ def hostile_inputs(folder: Path) -> dict[str, Path]:
     (folder / "bad.toml").write_text("[motion\nthis is = not toml")
     p["bad_toml"] = folder / "bad.toml"
     # Clips: a tiny real one (frames folder and MP4), a text file named .mp4, an empty folder.
-    frames = make_clip(synthetic_still(64, 48, seed=5), band_motion(64, 48, 30.0, 20, bands=(1,), seed=3), 24, 30.0)
+    motion = replace(band_motion(64, 48, 30.0, 20, bands=(1, 2), amplitudes_px=(1.5, 0.8), seed=3),
+                     envelope=smooth_envelope(64, 48, seed=3, floor=0.0))  # part stays still: no camera motion
+    frames = make_clip(synthetic_still(64, 48, seed=5), motion, 24, 30.0)
     p["clip_folder"] = write_frames_folder(frames, folder / "videos" / "clip")
     p["videos"] = folder / "videos"
     p["clip_mp4"] = write_mp4(frames, folder / "clip.mp4", 30.0)

@@ -305,3 +305,105 @@ def test_the_battery_covers_every_command():
     assert len({c[0] for c in CASES}) == len(CASES)
     first_words = {c[1].split()[0] for c in CASES if c[1]}
     assert set(COMMANDS) <= first_words
+
+
+# -- writes that really fail: a read-only file system and a full disk -------------------------
+
+# Runs inside the private mount namespace: each case through `main` in one process, then what
+# is left in the watched folders, folders ending in "/" (the mounts vanish with the namespace).
+DRIVER = """
+import contextlib, io, json, os, sys
+from gdyn_backend.cli import main
+cases, watched = json.load(sys.stdin)
+results = []
+for argv in cases:
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        try:
+            status = main(argv)
+        except SystemExit as exc:
+            status = exc.code
+    left = sorted([os.path.join(d, n) + "/" for top in watched for d, ds, fs in os.walk(top) for n in ds]
+                  + [os.path.join(d, n) for top in watched for d, ds, fs in os.walk(top) for n in fs])
+    results.append({"argv": argv, "status": status, "stderr": err.getvalue(), "left": left})
+print(json.dumps(results))
+"""
+
+# (argv, the words the error line must hold); RO is a read-only tmpfs, FULL a full one, OUT writable.
+UNWRITABLE = [
+    ("animate {still} --motion {motion} -o {RO}/out --frames 2", "read-only file system"),
+    ("animate {still} --motion {motion} -o {OUT}/a --frames 2 --video {RO}/a.mp4", "read-only file system"),
+    ("animate {still} --motion {motion} -o {OUT}/a --frames 2 --video {RO}/a.gif", "read-only file system"),
+    ("simulate {still} --motion {motion} -o {RO}/sim --frames 3 --poke 1:10,10:2,0", "read-only file system"),
+    ("extract {clip_folder} -o {RO}/m.safetensors --frames 20 --size 64x48", "read-only file system"),
+    ("sample {still} --checkpoint {checkpoint} -o {RO}/m.safetensors --steps 1", "read-only file system"),
+    ("dataset {videos} -o {RO}/data --size 64x48 --window 20 --bands 8", "read-only file system"),
+    ("train vae {data} -o {RO}/run --preset tiny --steps 1 --batch-size 1 --workers 0", "read-only file system"),
+    ("train renderer {videos} -o {RO}/r.safetensors --tiny --steps 1 --batch-size 1 --size 64x48 --crop 32x32 "
+     "--window 10", "read-only file system"),
+    ("example {RO}/e.png --size 64x40", "read-only file system"),
+    ("animate {still} --motion {motion} -o {FULL}/out --frames 2", "disk full"),
+    ("animate {still} --motion {motion} -o {OUT}/b --frames 8 --video {FULL}/b.mp4", "disk full"),
+    ("animate {still} --motion {motion} -o {OUT}/c --frames 4 --video {FULL}/c.gif", "disk full"),
+    ("simulate {still} --motion {motion} -o {FULL}/sim --frames 3 --poke 1:10,10:2,0", "disk full"),
+    ("extract {clip_folder} -o {FULL}/m.safetensors --frames 20 --size 64x48", "disk full"),
+    ("sample {still} --checkpoint {checkpoint} -o {FULL}/m.safetensors --steps 1", "disk full"),
+    ("dataset {videos} -o {FULL}/data --size 64x48 --window 20 --bands 8", "disk full"),
+    ("train vae {data} -o {FULL}/run --preset tiny --steps 1 --batch-size 1 --workers 0", "disk full"),
+    ("train renderer {videos} -o {FULL}/r.safetensors --tiny --steps 1 --batch-size 1 --size 64x48 --crop 32x32 "
+     "--window 10", "disk full"),
+    ("example {FULL}/e.png --size 64x40", "disk full"),
+]
+
+
+@pytest.fixture(scope="module")
+def mount_namespace(tmp_path_factory):
+    """The `unshare` prefix of `hostile.private_mounts`, or skip: root ignores permissions, so only a
+    real read-only or full file system makes its writes fail."""
+    prefix = private_mounts(tmp_path_factory.mktemp("probe"))
+    if prefix is None:
+        pytest.skip("no private mount namespace here (unshare -m / -U -r -m refused)")
+    return prefix
+
+
+@pytest.fixture(scope="module")
+def data_dir(hostile, tmp_path_factory):
+    """A one-pair DATA_DIR for `gdyn train vae`."""
+    data = tmp_path_factory.mktemp("train") / "data"
+    assert main(["dataset", hostile[1]["videos"], "-o", str(data), "--size", "64x48", "--window", "20",
+                 "--bands", "8"]) == 0
+    return data
+
+
+def test_read_only_and_full_file_systems_get_one_line_naming_the_reason(hostile, mount_namespace, data_dir,
+                                                                       tmp_path):
+    root, paths = hostile
+    ro, full, out = tmp_path / "ro", tmp_path / "full", tmp_path / "out"
+    for folder in (ro, full, out):
+        folder.mkdir()
+    names = {**paths, "RO": str(ro), "FULL": str(full), "OUT": str(out), "data": str(data_dir)}
+    cases = [[a.format(**names) for a in argv.split()] for argv, _ in UNWRITABLE]
+    before = snapshot(root, data_dir)
+    script = (f"mount -t tmpfs -o ro,size=64k tmpfs '{ro}' && mount -t tmpfs -o size=64k tmpfs '{full}' && "
+              f"(dd if=/dev/zero of='{full}/fill' bs=4k 2>/dev/null; true) && "
+              f"exec '{sys.executable}' -c '{DRIVER}'")
+    done = subprocess.run([*mount_namespace, "sh", "-c", script], input=json.dumps([cases, [ro, full, out]],
+                          default=str), capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    results = json.loads(done.stdout.splitlines()[-1])
+    assert len(results) == len(UNWRITABLE)
+    failures, before_case = [], {str(full / "fill")}
+    for (argv, words), result in zip(UNWRITABLE, results):
+        try:
+            line = assert_one_error_line(result["status"], result["stderr"], words)
+            assert str(tmp_path) in line, line  # names the user's path (not a hidden temporary one)
+            assert ".partial-" not in line, line
+            # A DATA_DIR and a training run are resumable by design: their empty folders may stay, no file.
+            resumable = argv.startswith(("dataset", "train vae"))
+            new = [p for p in result["left"] if p not in before_case and not (resumable and p.endswith("/"))]
+            assert new == [], new
+        except AssertionError as exc:
+            failures.append(f"{argv}: {exc}")
+        before_case = set(result["left"])
+    assert not failures, "\n".join(failures)
+    assert snapshot(root, data_dir) == before

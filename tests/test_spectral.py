@@ -5,6 +5,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from synthetic import write_raw_motion
 
 from gdyn_backend import spectral
 from gdyn_backend.errors import UserError
@@ -165,8 +166,7 @@ def test_bad_motion_files_are_refused(tmp_path):
     with pytest.raises(UserError, match="NaN"):  # gdyn never writes such a file ...
         spectral.save_volume(nan_volume, nan_path)
     assert not nan_path.exists()
-    save_file({"amplitude": amp}, str(nan_path), {  # ... but another program may
-        "format": spectral.FORMAT_NAME, "fps": "30.0", "period_frames": "150", "frequencies_hz": "[0.0, 0.2]"})
+    write_raw_motion(nan_path, amp, 30.0, 150)  # ... but another program may
     with pytest.raises(UserError, match="NaN"):
         spectral.load_volume(nan_path)
 
