@@ -56,7 +56,7 @@ class AnimateOptions:
     steps: int | None = None
 
     def validate(self) -> None:
-        if self.motion is None and self.source not in SOURCES:
+        if self.source not in SOURCES:
             raise UserError(f"unknown motion source {self.source!r}; choose from {', '.join(SOURCES)}")
         check_sequence_options(self.frames, self.fps, self.bit_depth, self.video)
         if not (np.isfinite(self.amplitude) and self.amplitude >= 0):

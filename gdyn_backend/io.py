@@ -213,37 +213,38 @@ class AtomicPath:
 
 
 _OS_ERROR_TEXT = re.compile(r"\(os error (\d+)\)")  # Rust's io::Error, as safetensors reports it
-_swept_folders: set[str] = set()  # folders already swept by this process
+_TEMPORARY = re.compile(r"\..+\.(?:partial|old)-\d+.*")  # any AtomicPath temporary name
+_temporaries: dict[str, list[str]] = {}  # folder -> names of temporaries found there, listed once per process
 
 
 def remove_stale_siblings(path) -> list[Path]:
     """Remove the temporaries of `path` (`.NAME.partial-PID[SUFFIX]`, `.NAME.old-PID[SUFFIX]`)
     left by processes that are gone; returns what was removed.
 
-    Each folder is swept once per process (a folder of 100 000 pairs is not
+    Each folder is listed once per process (a folder of 100 000 pairs is not
     listed again for every pair). A temporary whose PID is alive is kept: it
     may be another gdyn writing the same output right now.
     """
     path = Path(path)
-    folder = path.parent
-    key = os.path.abspath(folder)
-    fresh = f".partial-{os.getpid()}" in key  # inside our own new temporary folder
-    if fresh or key in _swept_folders or os.name != "posix":  # os.kill(pid, 0) ends a process on Windows
-        return []
-    _swept_folders.add(key)
+    key = os.path.abspath(path.parent)
+    if f".partial-{os.getpid()}" in key or os.name != "posix":  # our own new folder; on Windows
+        return []                                                # os.kill(pid, 0) would end the process
+    if key not in _temporaries:
+        try:
+            _temporaries[key] = [e.name for e in os.scandir(key) if _TEMPORARY.fullmatch(e.name)]
+        except OSError:  # no folder yet, or not readable: nothing of ours can be there
+            _temporaries[key] = []
     pattern = re.compile(rf"\.{re.escape(path.stem)}\.(?:partial|old)-(\d+){re.escape(path.suffix)}")
     removed = []
-    try:
-        entries = list(os.scandir(folder))
-    except OSError:  # no folder yet, or not readable: nothing of ours can be there
-        return []
-    for entry in entries:
-        found = pattern.fullmatch(entry.name)
+    for name in list(_temporaries[key]):
+        found = pattern.fullmatch(name)
         if found is None or _alive(int(found.group(1))):
             continue
-        _remove(Path(entry.path))
-        removed.append(Path(entry.path))
-        print(f"gdyn: note: removed {entry.path}, left by process {found.group(1)} which was stopped "
+        stale = Path(key) / name
+        _remove(stale)
+        _temporaries[key].remove(name)
+        removed.append(stale)
+        print(f"gdyn: note: removed {stale}, left by process {found.group(1)} which was stopped "
               "before it finished", file=sys.stderr)
     return removed
 

@@ -407,3 +407,46 @@ def test_read_only_and_full_file_systems_get_one_line_naming_the_reason(hostile,
         before_case = set(result["left"])
     assert not failures, "\n".join(failures)
     assert snapshot(root, data_dir) == before
+
+
+# -- signals: a real process stopped mid-render leaves nothing ----------------------------------
+
+
+def start_long_render(image: str, motion: str, out: Path) -> tuple[subprocess.Popen, Path]:
+    """`gdyn animate` of 5000 frames in a child process, returned once its partial folder holds
+    two frames (it is then surely rendering); also returns that partial folder."""
+    proc = subprocess.Popen([sys.executable, "-m", "gdyn_backend", "animate", image, "--motion", motion,
+                             "-o", str(out), "--frames", "5000"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    partial = out.with_name(f".{out.name}.partial-{proc.pid}")
+    deadline = time.monotonic() + 120
+    while len(list((partial / "frames").glob("*.png"))) < 2:
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline, "the render did not start within 120 s"
+        time.sleep(0.05)
+    return proc, partial
+
+
+@pytest.mark.parametrize("signum, status", [(signal.SIGINT, 130), (signal.SIGTERM, 143)], ids=["SIGINT", "SIGTERM"])
+def test_interrupted_render_removes_its_partial_output(signum, status, hostile, tmp_path):
+    _, paths = hostile
+    out = tmp_path / "out"
+    proc, partial = start_long_render(paths["still"], paths["motion"], out)
+    proc.send_signal(signum)
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == status, stderr
+    assert "no output was written" in stderr and "Traceback" not in stderr, stderr
+    assert list(tmp_path.iterdir()) == []  # neither OUTDIR nor its .out.partial-PID folder
+
+
+def test_after_kill_9_the_next_run_removes_the_dead_partial_folder(hostile, tmp_path, capsys):
+    _, paths = hostile
+    out = tmp_path / "out"
+    proc, partial = start_long_render(paths["still"], paths["motion"], out)
+    proc.kill()
+    proc.communicate(timeout=60)
+    assert partial.is_dir()  # kill -9 gives no chance to clean up
+    assert main(["animate", paths["still"], "--motion", paths["motion"], "-o", str(out), "--frames", "2"]) == 0
+    assert f"removed {partial}, left by process {proc.pid}" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+    assert len(list((out / "frames").glob("*.png"))) == 2
