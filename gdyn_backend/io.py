@@ -68,7 +68,7 @@ def read_image(path, what: str = "image") -> Still:
         raise UserError(f"{what} file is empty: {path}")
     declared = _declared_size(encoded)
     if declared is not None:
-        _check_pixels(path, *declared)
+        _check_pixels(path, *declared, what)
     if encoded.startswith(_JPEG_START) and _jpeg_truncated(encoded):
         raise UserError(f"{what} {path} is truncated (its JPEG data stops before the end marker); "
                         "the file is damaged or was not copied whole: copy it again")
@@ -84,7 +84,7 @@ def read_image(path, what: str = "image") -> Still:
                         f"or larger than the {MAX_IMAGE_PIXELS} pixel limit")
     if data.size == 0 or min(data.shape[:2]) < 1:
         raise UserError(f"{what} has zero size: {path}")
-    _check_pixels(path, data.shape[1], data.shape[0])
+    _check_pixels(path, data.shape[1], data.shape[0], what)
     if data.dtype == np.uint8:
         depth, values = 8, data.astype(np.float32) / 255.0
     elif data.dtype == np.uint16:
@@ -105,9 +105,9 @@ def read_image(path, what: str = "image") -> Still:
     return Still(np.ascontiguousarray(rgb, np.float32), alpha, depth)
 
 
-def _check_pixels(path: Path, width: int, height: int) -> None:
+def _check_pixels(path: Path, width: int, height: int, what: str) -> None:
     if width * height > MAX_IMAGE_PIXELS:
-        raise UserError(f"image too large: {path} is {width}x{height} pixels "
+        raise UserError(f"{what} too large: {path} is {width}x{height} pixels "
                         f"(limit {MAX_IMAGE_PIXELS} pixels); downscale it first")
 
 
@@ -526,14 +526,18 @@ class VideoWriter:
         except OSError as exc:
             raise self._target.user_error(exc) from None
         self._gif = None
-        if suffix == ".mp4":
-            self._writer = imageio.get_writer(str(self._target.tmp), format="ffmpeg", fps=fps,
-                                              codec="libx264", quality=8, macro_block_size=2,
-                                              pixelformat="yuv420p", ffmpeg_log_level="quiet")
-        else:  # Pillow keeps a GIF's frames until the end anyway; Python writes the file
-            self._gif = BytesIO()
-            self._writer = imageio.get_writer(self._gif, format="GIF", mode="I",
-                                              duration=1000.0 / fps, loop=0)
+        try:
+            if suffix == ".mp4":
+                self._writer = imageio.get_writer(str(self._target.tmp), format="ffmpeg", fps=fps,
+                                                  codec="libx264", quality=8, macro_block_size=2,
+                                                  pixelformat="yuv420p", ffmpeg_log_level="quiet")
+            else:  # Pillow keeps a GIF's frames until the end anyway; Python writes the file
+                self._gif = BytesIO()
+                self._writer = imageio.get_writer(self._gif, format="GIF", mode="I",
+                                                  duration=1000.0 / fps, loop=0)
+        except BaseException:
+            self._target.abort()
+            raise
 
     def append(self, rgb: np.ndarray) -> None:
         frame = (np.clip(rgb, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
