@@ -11,7 +11,6 @@ kill -9 the next run removes the partial folder of the dead process.
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -21,7 +20,6 @@ from pathlib import Path
 import pytest
 from hostile import hostile_inputs, private_mounts, snapshot
 
-from gdyn_backend import io
 from gdyn_backend.cli import main
 
 # (id, argv with {name} for a hostile input or {out} for the output folder, words the error line must hold)
