@@ -56,7 +56,7 @@ class AnimateOptions:
     steps: int | None = None
 
     def validate(self) -> None:
-        if self.motion is None and self.source not in SOURCES:
+        if self.source not in SOURCES:
             raise UserError(f"unknown motion source {self.source!r}; choose from {', '.join(SOURCES)}")
         check_sequence_options(self.frames, self.fps, self.bit_depth, self.video)
         if not (np.isfinite(self.amplitude) and self.amplitude >= 0):
@@ -67,6 +67,7 @@ class AnimateOptions:
             raise UserError(f"--steps must be at least 1, got {self.steps}")
         if self.loop and int(self.frames) < 2:
             raise UserError(f"--loop needs at least 2 frames, got {self.frames}")
+        params.check_seed(self.seed)
 
     @classmethod
     def from_params(cls, request: dict) -> AnimateOptions:
@@ -104,6 +105,9 @@ def _motion_volume(still: io.Still, options: AnimateOptions, mask: np.ndarray | 
 def edited_volume(volume: spectral.SpectralVolume, options: AnimateOptions) -> spectral.SpectralVolume:
     """Apply --amplitude, --speed and --loop (in that order; the loop snaps last)."""
     volume = spectral.scaled(volume, options.amplitude)
+    problem = spectral.implausible(volume.amplitude)
+    if problem is not None:
+        raise UserError(f"--amplitude {options.amplitude:g} is too large: the motion {problem}")
     volume = spectral.retimed(volume, options.speed)
     if options.loop:
         volume = spectral.looped(volume, int(options.frames), float(options.fps))

@@ -9,9 +9,13 @@ B = 0. Every writer here produces a whole file or none.
 from __future__ import annotations
 
 import os
+import re
 import shutil
-from contextlib import contextmanager
+import sys
+import tempfile
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
+from io import BytesIO
 from pathlib import Path
 from typing import Iterator
 
@@ -47,25 +51,40 @@ class Still:
         return self.rgb.shape[1]
 
 
-def read_image(path) -> Still:
-    """Decode a still; grayscale becomes RGB, 16-bit keeps its precision."""
+def read_image(path, what: str = "image") -> Still:
+    """Decode a still; grayscale becomes RGB, 16-bit keeps its precision.
+
+    UserError (naming `what`, e.g. "mask") for a missing file, a folder, an
+    empty or truncated file, one whose header declares more than
+    `MAX_IMAGE_PIXELS` (checked before decoding) and anything OpenCV cannot decode.
+    """
     path = Path(path)
+    if path.is_dir():
+        raise UserError(f"{what} {path} is a folder; give an image file (PNG, JPEG, TIFF, EXR)")
     if not path.is_file():
-        raise UserError(f"image not found: {path}")
-    if path.stat().st_size == 0:
-        raise UserError(f"image file is empty: {path}")
+        raise UserError(f"{what} not found: {path}")
+    encoded = path.read_bytes()
+    if not encoded:
+        raise UserError(f"{what} file is empty: {path}")
+    declared = _declared_size(encoded)
+    if declared is not None:
+        _check_pixels(path, *declared, what)
+    if encoded.startswith(_JPEG_START) and _jpeg_truncated(encoded):
+        raise UserError(f"{what} {path} is truncated (its JPEG data stops before the end marker); "
+                        "the file is damaged or was not copied whole: copy it again")
     try:
-        data = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+        data = cv2.imdecode(np.frombuffer(encoded, np.uint8), cv2.IMREAD_UNCHANGED)
     except cv2.error as exc:
-        raise UserError(f"cannot decode image {path}: {str(exc).splitlines()[-1].strip()}") from None
+        too_large = "CV_IO_MAX_IMAGE_PIXELS" in str(exc)
+        raise UserError(f"cannot decode {what} {path}: " + (
+            f"larger than the {MAX_IMAGE_PIXELS} pixel limit; downscale it first" if too_large
+            else "the file is damaged or not an image OpenCV can read")) from None
     if data is None:
-        raise UserError(f"cannot decode image {path}: not an image OpenCV can read, "
-                        "or larger than the 268 megapixel limit")
+        raise UserError(f"cannot decode {what} {path}: not an image OpenCV can read, "
+                        f"or larger than the {MAX_IMAGE_PIXELS} pixel limit")
     if data.size == 0 or min(data.shape[:2]) < 1:
-        raise UserError(f"image has zero size: {path}")
-    if data.shape[0] * data.shape[1] > MAX_IMAGE_PIXELS:
-        raise UserError(f"image too large: {data.shape[1]}x{data.shape[0]} pixels "
-                        f"(limit {MAX_IMAGE_PIXELS} pixels); downscale it first")
+        raise UserError(f"{what} has zero size: {path}")
+    _check_pixels(path, data.shape[1], data.shape[0], what)
     if data.dtype == np.uint8:
         depth, values = 8, data.astype(np.float32) / 255.0
     elif data.dtype == np.uint16:
@@ -86,20 +105,81 @@ def read_image(path) -> Still:
     return Still(np.ascontiguousarray(rgb, np.float32), alpha, depth)
 
 
+def _check_pixels(path: Path, width: int, height: int, what: str) -> None:
+    if width * height > MAX_IMAGE_PIXELS:
+        raise UserError(f"{what} too large: {path} is {width}x{height} pixels "
+                        f"(limit {MAX_IMAGE_PIXELS} pixels); downscale it first")
+
+
+_PNG_START, _JPEG_START, _JPEG_END = b"\x89PNG\r\n\x1a\n", b"\xff\xd8", b"\xff\xd9"
+# JPEG start-of-frame markers (they hold the size): C0..CF but DHT (C4), JPG (C8) and DAC (CC).
+_JPEG_FRAMES = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
+_JPEG_SCAN = 0xDA
+
+
+def _jpeg_header(data: bytes) -> tuple[tuple[int, int] | None, int | None]:
+    """((width, height) of the frame header or None, offset of the first scan's data or None).
+
+    Walks the marker segments from the start (each says its length, so an
+    EXIF thumbnail inside APP1 is skipped whole) up to the first scan (SOS).
+    """
+    size, pos = None, 2
+    while pos + 4 <= len(data) and data[pos] == 0xFF:
+        marker = data[pos + 1]
+        if marker == 0xFF:  # fill byte
+            pos += 1
+            continue
+        length = int.from_bytes(data[pos + 2:pos + 4], "big")
+        if marker in _JPEG_FRAMES and pos + 9 <= len(data):
+            height, width = int.from_bytes(data[pos + 5:pos + 7], "big"), int.from_bytes(data[pos + 7:pos + 9], "big")
+            size = (width, height)
+        if marker == _JPEG_SCAN:
+            return size, pos + 2 + length
+        pos += 2 + length
+    return size, None
+
+
+def _jpeg_truncated(data: bytes) -> bool:
+    """True when a JPEG's scan data has no end marker (FFD9) after it.
+
+    OpenCV decodes such a file with only a warning ("Premature end of JPEG
+    file") and fills the missing part with grey. Scan data escapes every
+    0xFF byte, so FFD9 after the first scan can only be the end marker.
+    """
+    _, scan = _jpeg_header(data)
+    return scan is not None and data.find(_JPEG_END, scan) < 0
+
+
+def _declared_size(data: bytes) -> tuple[int, int] | None:
+    """(width, height) that a PNG or JPEG header declares, read without decoding; None otherwise."""
+    if data.startswith(_PNG_START) and data[12:16] == b"IHDR" and len(data) >= 24:
+        return int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+    if data.startswith(_JPEG_START):
+        return _jpeg_header(data)[0]
+    return None
+
+
 class AtomicPath:
     """A file or folder written under a hidden temporary sibling, then renamed into place.
 
     `tmp` is `.NAME.partial-PID[SUFFIX]` next to `path` (the suffix is kept so
     encoders that choose by extension still work, and the PID names the
     writer). `commit()` renames `tmp` to `path` (an existing folder is swapped
-    out and removed); `abort()` removes `tmp`. This is the one place in gdyn
-    that makes a write whole or nothing; `atomic_path` wraps it for a block.
+    out through `.NAME.old-PID[SUFFIX]` and removed); `abort()` removes `tmp`.
+    This is the one place in gdyn that makes a write whole or nothing;
+    `atomic_path` wraps it for a block.
+
+    A process killed outright (kill -9, power loss) cannot remove its
+    temporary; the first `AtomicPath` of a later process in that folder
+    removes every sibling of `path` whose PID is no longer alive and says so
+    on stderr (`remove_stale_siblings`).
     """
 
     def __init__(self, path):
         self.path = Path(path)
         self.tmp = self.path.with_name(f".{self.path.stem}.partial-{os.getpid()}{self.path.suffix}")
         _remove(self.tmp)
+        remove_stale_siblings(self.path)
 
     def commit(self) -> Path:
         if self.tmp.is_dir() and self.path.is_dir():
@@ -114,12 +194,81 @@ class AtomicPath:
     def abort(self) -> None:
         _remove(self.tmp)
 
+    def user_error(self, exc: BaseException) -> BaseException:
+        """The error to show for a failure while writing `tmp`: the same, or an OSError naming
+        the user's path instead of the temporary one (`.out.partial-7/frames/0003.png` ->
+        `out/frames/0003.png`); an I/O error a library reports only as text ("... (os
+        error 28)", safetensors) becomes the OSError it is."""
+        if isinstance(exc, OSError) and exc.errno is not None:
+            name = str(exc.filename) if exc.filename is not None else str(self.tmp)  # a write() names none
+            if not name.startswith(str(self.tmp)):
+                return exc
+            return OSError(exc.errno, exc.strerror, str(self.path) + name[len(str(self.tmp)):])
+        library = isinstance(exc, Exception) and not isinstance(exc, UserError)
+        found = _OS_ERROR_TEXT.search(str(exc)) if library else None
+        if found is not None:
+            number = int(found.group(1))
+            return OSError(number, os.strerror(number), str(self.path))
+        return exc
+
+
+_OS_ERROR_TEXT = re.compile(r"\(os error (\d+)\)")  # Rust's io::Error, as safetensors reports it
+_TEMPORARY = re.compile(r"\..+\.(?:partial|old)-\d+.*")  # any AtomicPath temporary name
+_temporaries: dict[str, list[str]] = {}  # folder -> names of temporaries found there, listed once per process
+
+
+def remove_stale_siblings(path) -> list[Path]:
+    """Remove the temporaries of `path` (`.NAME.partial-PID[SUFFIX]`, `.NAME.old-PID[SUFFIX]`)
+    left by processes that are gone; returns what was removed.
+
+    Each folder is listed once per process (a folder of 100 000 pairs is not
+    listed again for every pair). A temporary whose PID is alive is kept: it
+    may be another gdyn writing the same output right now.
+    """
+    path = Path(path)
+    key = os.path.abspath(path.parent)
+    if f".partial-{os.getpid()}" in key or os.name != "posix":  # our own new folder; on Windows
+        return []                                                # os.kill(pid, 0) would end the process
+    if key not in _temporaries:
+        try:
+            _temporaries[key] = [e.name for e in os.scandir(key) if _TEMPORARY.fullmatch(e.name)]
+        except OSError:  # no folder yet, or not readable: nothing of ours can be there
+            _temporaries[key] = []
+    pattern = re.compile(rf"\.{re.escape(path.stem)}\.(?:partial|old)-(\d+){re.escape(path.suffix)}")
+    removed = []
+    for name in list(_temporaries[key]):
+        found = pattern.fullmatch(name)
+        if found is None or _alive(int(found.group(1))):
+            continue
+        stale = Path(key) / name
+        _remove(stale)
+        _temporaries[key].remove(name)
+        removed.append(stale)
+        print(f"gdyn: note: removed {stale}, left by process {found.group(1)} which was stopped "
+              "before it finished", file=sys.stderr)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # EPERM: it exists, as another user
+        return True
+    return True
+
 
 def _remove(path: Path) -> None:
     if path.is_dir() and not path.is_symlink():
         shutil.rmtree(path, ignore_errors=True)
     else:
-        path.unlink(missing_ok=True)
+        try:
+            path.unlink(missing_ok=True)
+        except OSError:  # a read-only folder: nothing was written there either
+            pass
 
 
 @contextmanager
@@ -127,21 +276,32 @@ def atomic_path(path) -> Iterator[Path]:
     """Yield a temporary path to write `path` through; renamed into place if the block succeeds.
 
     On any error (or a cancel) the temporary file or folder is removed and
-    `path` is untouched. The caller creates the file or folder at the yielded path.
+    `path` is untouched; an OS error names `path`, not the temporary
+    (`AtomicPath.user_error`). The caller creates the file or folder at the yielded path.
     """
     target = AtomicPath(path)
     try:
         yield target.tmp
         target.commit()
-    except BaseException:
+    except BaseException as exc:
         target.abort()
-        raise
+        error = target.user_error(exc)
+        if error is exc:
+            raise
+        raise error from None
 
 
 def _imwrite_atomic(path: Path, data: np.ndarray, params: tuple[int, ...] = ()) -> None:
+    """Encode with OpenCV, write with Python: a full disk or a read-only folder raises the
+    OSError it is (cv2.imwrite only returns False, or True on a full disk)."""
+    try:
+        ok, encoded = cv2.imencode(path.suffix, data, list(params))
+    except cv2.error:
+        ok = False
+    if not ok:
+        raise UserError(f"cannot encode {path.name}: OpenCV has no {path.suffix or 'such'} encoder")
     with atomic_path(path) as tmp:
-        if not cv2.imwrite(str(tmp), data, list(params)):
-            raise UserError(f"could not write {path}")
+        tmp.write_bytes(encoded)
 
 
 def write_png(path, rgb: np.ndarray, alpha: np.ndarray | None = None, bit_depth: int = 8) -> None:
@@ -179,7 +339,7 @@ def read_mask(path, width: int, height: int) -> np.ndarray:
     A mask of another size is resampled to the still's size (bilinear) when
     its aspect ratio matches within 1 %; otherwise it is refused.
     """
-    still = read_image(path)
+    still = read_image(path, "mask")
     mask = still.rgb.mean(axis=2)
     if still.alpha is not None:
         mask = mask * still.alpha
@@ -204,6 +364,9 @@ def read_safetensors(path, expected_format: str, what: str, hint: str = "",
     from safetensors import SafetensorError, safe_open
 
     path = Path(path)
+    if path.is_dir():
+        raise UserError(f"{what} {path} is a folder; give the .safetensors file"
+                        + (f" ({hint})" if hint else ""))
     if not path.is_file():
         raise UserError(f"{what} not found: {path}")
     try:
@@ -345,7 +508,9 @@ def open_video(path, fps_for_sequences: float = 30.0) -> tuple[VideoInfo, Iterat
 class VideoWriter:
     """Streams float RGB frames [H, W, 3] in 0..1 to an MP4 (H.264) or GIF.
 
-    The file appears under its name only after `close()` succeeds.
+    The file appears under its name only after `close()` succeeds. A folder
+    that cannot be written fails at once, by name; a disk that fills while
+    ffmpeg writes (ffmpeg then reports only a broken pipe) is named as full.
     """
 
     def __init__(self, path, fps: float):
@@ -356,27 +521,85 @@ class VideoWriter:
         if suffix not in (".mp4", ".gif"):
             raise UserError(f"video output must end in .mp4 or .gif, got {self.path.name}")
         self._target = AtomicPath(self.path)
-        if suffix == ".mp4":
-            self._writer = imageio.get_writer(str(self._target.tmp), format="ffmpeg", fps=fps,
-                                              codec="libx264", quality=8, macro_block_size=2,
-                                              pixelformat="yuv420p")
-        else:
-            self._writer = imageio.get_writer(str(self._target.tmp), format="GIF", mode="I",
-                                              duration=1000.0 / fps, loop=0)
+        try:
+            self._target.tmp.touch()  # before ffmpeg starts, so an unwritable folder is named
+        except OSError as exc:
+            raise self._target.user_error(exc) from None
+        self._gif = None
+        try:
+            if suffix == ".mp4":
+                self._writer = imageio.get_writer(str(self._target.tmp), format="ffmpeg", fps=fps,
+                                                  codec="libx264", quality=8, macro_block_size=2,
+                                                  pixelformat="yuv420p", ffmpeg_log_level="quiet")
+            else:  # Pillow keeps a GIF's frames until the end anyway; Python writes the file
+                self._gif = BytesIO()
+                self._writer = imageio.get_writer(self._gif, format="GIF", mode="I",
+                                                  duration=1000.0 / fps, loop=0)
+        except BaseException:
+            self._target.abort()
+            raise
 
     def append(self, rgb: np.ndarray) -> None:
         frame = (np.clip(rgb, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
         h, w = frame.shape[:2]
         if self.path.suffix.lower() == ".mp4" and (h % 2 or w % 2):
             frame = np.pad(frame, ((0, h % 2), (0, w % 2), (0, 0)), mode="edge")
-        self._writer.append_data(frame)
+        try:
+            self._writer.append_data(frame)
+        except OSError as exc:
+            raise self._failure(exc) from None
 
     def close(self) -> None:
-        self._writer.close()
+        try:
+            self._writer.close()
+            if self._gif is not None:
+                self._target.tmp.write_bytes(self._gif.getbuffer())
+        except OSError as exc:
+            raise self._failure(exc) from None
+        if self._gif is None and not _mp4_complete(self._target.tmp):  # imageio ignores ffmpeg's exit status
+            raise self._failure(OSError("ffmpeg did not finish the file")) from None
         self._target.commit()
 
     def abort(self) -> None:
         try:
-            self._writer.close()
+            with suppress(Exception):  # the file is thrown away: how its encoder ends does not matter
+                self._writer.close()
         finally:
             self._target.abort()
+
+    def _failure(self, exc: OSError) -> BaseException:
+        """The error to report for a failed write: ffmpeg's broken pipe (or unfinished file) says
+        nothing, so the folder is asked (1 MiB written to an unnamed temporary file) for the reason."""
+        if exc.errno is not None:
+            return self._target.user_error(exc)
+        try:
+            with tempfile.TemporaryFile(dir=self.path.parent) as probe:
+                probe.write(bytes(1 << 20))
+        except OSError as reason:
+            return OSError(reason.errno, reason.strerror, str(self.path))
+        first = next((line for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
+        return UserError(f"ffmpeg stopped while writing {self.path} ({first.strip()}); run again, "
+                         "or write frames only (no --video)")
+
+
+def _mp4_complete(path: Path) -> bool:
+    """True when the MP4 at `path` is whole: its top-level boxes (size, type) tile the file
+    exactly and include the movie header `moov`, which ffmpeg writes last."""
+    size = path.stat().st_size
+    kinds, pos = set(), 0
+    with open(path, "rb") as f:
+        while pos < size:
+            f.seek(pos)
+            header = f.read(16)
+            if len(header) < 8:
+                return False
+            length, kind = int.from_bytes(header[:4], "big"), header[4:8]
+            if length == 1 and len(header) == 16:  # a 64-bit size follows the type
+                length = int.from_bytes(header[8:16], "big")
+            elif length == 0:  # the box runs to the end of the file
+                length = size - pos
+            if length < 8 or pos + length > size:
+                return False
+            kinds.add(kind)
+            pos += length
+    return b"moov" in kinds

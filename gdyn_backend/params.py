@@ -5,10 +5,11 @@ its lists, `PokeSpec`, `DragSpec`) is the schema: its field names are the
 allowed keys, fields without a default are required, and each field's type
 says how a JSON value is read:
 
-    int, float       a JSON number (an int must be whole; true/false are refused)
+    int, float       a finite JSON number (an int must be whole; true/false are refused)
     str              a JSON string
-    bool             any JSON value, by truth
+    bool             true or false (a string such as "no" is refused, not read by truth)
     Path             a path string (~ expanded)
+    Any              any JSON value, as it is (a `cancel` request's target id)
     X | None         null (or "" for a path) means None, else as X
     Spec             an object read as the dataclass Spec (a live step's "hold")
     tuple[Spec, ...] a list of objects, each read as the dataclass Spec, named
@@ -27,12 +28,22 @@ from pathlib import Path
 from gdyn_backend.errors import UserError
 
 
+MAX_SEED = 2**32 - 1  # seeds are 0..MAX_SEED everywhere (CLI and requests)
+
+
 def required_path(params: dict, key: str, request: str) -> Path:
-    """params[key] as a Path; UserError if it is missing or empty."""
+    """params[key] as a Path; UserError if it is missing, empty or not a string."""
     value = params.get(key)
     if value in (None, ""):
         raise UserError(f"{request}: missing parameter {key!r}")
-    return Path(str(value)).expanduser()
+    return _value(value, Path, f"{request}: parameter {key!r}", request)
+
+
+def check_seed(seed, option: str = "--seed") -> int:
+    """`seed` as an int in 0..MAX_SEED; UserError naming `option` otherwise."""
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED:
+        raise UserError(f"{option} must be a whole number from 0 to {MAX_SEED}, got {seed!r}")
+    return seed
 
 
 def option_values(schema: type, params: dict, request: str, extra: tuple[str, ...] = ()) -> dict:
@@ -75,8 +86,12 @@ def _value(value, kind, what: str, where: str):
                      for n, item in enumerate(value))
     if is_dataclass(kind):
         return kind(**_values(kind, value, what, "key"))
+    if kind is typing.Any:
+        return value
     if kind is bool:
-        return bool(value)
+        if not isinstance(value, bool):
+            raise UserError(f"{what} must be true or false, got {value!r}")
+        return value
     if kind is Path:
         if not isinstance(value, str):
             raise UserError(f"{what} must be a file path, got {value!r}")
@@ -86,8 +101,8 @@ def _value(value, kind, what: str, where: str):
             raise UserError(f"{what} must be a string, got {value!r}")
         return value
     if kind in (int, float):
-        number = isinstance(value, (int, float)) and not isinstance(value, bool)
-        if not number or (kind is int and not (math.isfinite(value) and value == int(value))):
+        number = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+        if not number or (kind is int and value != int(value)):
             raise UserError(f"{what} must be {'an integer' if kind is int else 'a number'}, got {value!r}")
         return kind(value)
     raise TypeError(f"no JSON reading for a field of type {kind}")

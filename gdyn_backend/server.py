@@ -21,12 +21,17 @@ cancelled job replies with the error "cancelled" and its output folder
 never appears (outputs are written through `io.atomic_output_dir`). Large
 arrays travel as files named in params and results, never through the pipe
 (a live step's frame too). No sockets are opened.
-A malformed line or an unknown method gets an error reply and the server
-keeps running; end of input or `shutdown` cancels what is running and exits.
+Every request is checked against one schema before anything runs: its
+keys (`REQUEST_KEYS`), the params of the quick methods (`NoParams`,
+`CancelParams`), and the params of jobs by the options' own schemas
+(`AnimateOptions.from_params`, `SimulateOptions.from_params`, through
+`gdyn_backend.params`; the live and mask requests by their own). A request id may be any JSON value and is answered
+as it came. A malformed line, a bad field, an unknown method or an OS error
+(a read-only output, a full disk) gets a one-line error reply and the server
+keeps running; end of input, `shutdown`, SIGTERM or SIGHUP cancels what is
+running (its partial output is removed) and exits.
 `ping` answers `protocol`: PROTOCOL_VERSION, raised whenever a request or a
-reply changes shape. Job params are read by the options' own schemas
-(`AnimateOptions.from_params`, `SimulateOptions.from_params`, and the
-live and mask requests' own).
+reply changes shape.
 """
 
 from __future__ import annotations
@@ -37,15 +42,56 @@ import sys
 import threading
 import time
 import traceback
+from dataclasses import dataclass
 from typing import Any, Callable, TextIO
 
 from gdyn_backend import __version__
-from gdyn_backend.errors import Cancelled, UserError
-from gdyn_backend.params import required_path
+from gdyn_backend.errors import Cancelled, UserError, os_error_message
+from gdyn_backend.params import option_values, required_path
 from gdyn_backend.progress import Progress
 
 PROTOCOL_VERSION = 3  # 2: simulate takes "pokes" (was "forces"); 3: live_open/step/close, mask
 PROGRESS_INTERVAL_S = 0.05  # at most ~20 progress events per second per job
+REQUEST_KEYS = ("id", "method", "params")
+
+
+@dataclass
+class NoParams:
+    """The params of `ping`, `presets`, `info` and `shutdown`: none (an empty object or none at all)."""
+
+
+@dataclass
+class CancelParams:
+    """The params of `cancel`: the id of the request to cancel (any JSON value)."""
+
+    target: Any
+
+
+QUICK_PARAMS = {"ping": NoParams, "presets": NoParams, "info": NoParams, "shutdown": NoParams,
+                "cancel": CancelParams}
+
+
+def _job_key(rid) -> str:
+    """A request id (any JSON value: 7, "a", [1], {"a": 1}) as a key of the job table.
+    Canonical JSON, so unhashable ids work and 1, 1.0 and true stay three ids."""
+    return json.dumps(rid, sort_keys=True)
+
+
+def _refuse_constant(name: str):
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _parse(line: str):
+    """A request line as JSON (standard JSON: NaN and Infinity are refused); UserError if it is not."""
+    try:
+        return json.loads(line, parse_constant=_refuse_constant)
+    except json.JSONDecodeError as exc:
+        raise UserError(f"malformed JSON request ({exc.msg} at column {exc.colno}); "
+                        "send one JSON object per line") from None
+    except ValueError as exc:
+        raise UserError(f"malformed JSON request ({exc}); send one JSON object per line") from None
+    except RecursionError:
+        raise UserError("malformed JSON request (nested too deeply); send one JSON object per line") from None
 
 
 def _one_line(text: str) -> str:
@@ -66,11 +112,11 @@ class Server:
         self._worker = threading.Thread(target=self._work, name="gdyn-job", daemon=True)
         self._interactive_queue: queue.Queue = queue.Queue()
         self._interactive_worker = threading.Thread(target=self._interact, name="gdyn-live", daemon=True)
+        self._interactive = ("live_open", "live_step", "live_close", "mask")
         self._quick: dict[str, Callable[[dict], dict]] = {
             "ping": self._ping, "presets": self._presets}
         self._jobs: dict[str, Callable[[dict, Progress], dict]] = {
             "animate": _animate, "simulate": _simulate}
-        self._interactive = ("live_open", "live_step", "live_close", "mask")
 
     # -- transport ---------------------------------------------------------
 
@@ -87,67 +133,66 @@ class Server:
         self.send({"id": rid, "error": _one_line(message)})
 
     def serve(self) -> int:
-        """Answer requests until `shutdown` or end of input; returns the exit status."""
+        """Answer requests until `shutdown` or end of input; returns the exit status.
+
+        Whatever ends it (a signal included) cancels the running job first, so
+        its partial output is removed.
+        """
         self._worker.start()
         self._interactive_worker.start()
         print(f"gdyn serve {__version__}: ready (protocol {PROTOCOL_VERSION})", file=self._log, flush=True)
-        for line in self._stdin:
-            if not line.strip():
-                continue
-            if self._handle_line(line) == "shutdown":
-                break
-        self._stop()
+        try:
+            for line in self._stdin:
+                if line.strip() and self._handle_line(line) == "shutdown":
+                    break
+        finally:
+            self._stop()
         return 0
 
     def _handle_line(self, line: str) -> str | None:
+        rid = None
         try:
-            request = json.loads(line)
-        except json.JSONDecodeError as exc:
-            self._reply_error(None, f"malformed JSON request ({exc.msg} at column {exc.colno}); "
-                                    "send one JSON object per line")
-            return None
-        if not isinstance(request, dict) or not isinstance(request.get("method"), str):
-            rid = request.get("id") if isinstance(request, dict) else None
-            self._reply_error(rid, 'a request must be a JSON object with "id", "method" and "params"')
-            return None
-        rid, method = request.get("id"), request["method"]
-        params = request.get("params") or {}
-        if not isinstance(params, dict):
-            self._reply_error(rid, f'"params" of {method} must be a JSON object')
-            return None
-        if method == "shutdown":
-            self._stop()
-            self.send({"id": rid, "result": {"stopped": True}})
-            return "shutdown"
-        if method == "cancel":
-            self.send({"id": rid, "result": {"cancelled": self._cancel(params.get("target"))}})
-        elif method == "info":
-            threading.Thread(target=self._answer, args=(rid, _info, params), daemon=True).start()
-        elif method in self._quick:
-            self._answer(rid, self._quick[method], params)
-        elif method in self._jobs:
-            with self._jobs_lock:
-                if rid in self._progress:
-                    self._reply_error(rid, f"request id {rid} is already in use by a running job")
-                    return None
-                progress = Progress(self._progress_sender(rid))
-                self._progress[rid] = progress
-            self._queue.put((rid, method, params, progress))
-        elif method in self._interactive:
-            self._interactive_queue.put((rid, method, params))
-        else:
-            known = sorted(["cancel", "shutdown", "info", *self._quick, *self._jobs, *self._interactive])
-            self._reply_error(rid, f"unknown method {method!r}; known: {', '.join(known)}")
-        return None
-
-    def _answer(self, rid, fn: Callable[[dict], dict], params: dict) -> None:
-        try:
-            self.send({"id": rid, "result": fn(params)})
+            request = _parse(line)
+            if isinstance(request, dict):
+                rid = request.get("id")
+            rid, method, params = _checked_request(request)
+            return self._dispatch(rid, method, params)
         except UserError as exc:
             self._reply_error(rid, str(exc))
         except Exception as exc:  # a bug: keep the server alive, log the traceback
             traceback.print_exc(file=self._log)
             self._reply_error(rid, f"internal error: {type(exc).__name__}: {exc} (see the backend log)")
+        return None
+
+    def _dispatch(self, rid, method: str, params: dict) -> str | None:
+        if method in QUICK_PARAMS:
+            values = option_values(QUICK_PARAMS[method], params, method)
+            if method == "shutdown":
+                self._stop()
+                self.send({"id": rid, "result": {"stopped": True}})
+                return "shutdown"
+            if method == "cancel":
+                self.send({"id": rid, "result": {"cancelled": self._cancel(values["target"])}})
+            elif method == "info":
+                threading.Thread(target=self._answer, args=(rid, _info, params), daemon=True).start()
+            else:
+                self._answer(rid, self._quick[method], params)
+        elif method in self._jobs:
+            with self._jobs_lock:
+                if _job_key(rid) in self._progress:
+                    raise UserError(f"request id {json.dumps(rid)} is already in use by a running job")
+                progress = Progress(self._progress_sender(rid))
+                self._progress[_job_key(rid)] = progress
+            self._queue.put((rid, method, params, progress))
+        elif method in self._interactive:
+            self._interactive_queue.put((rid, method, params))
+        else:
+            known = sorted([*QUICK_PARAMS, *self._jobs, *self._interactive])
+            raise UserError(f"unknown method {method!r}; known: {', '.join(known)}")
+        return None
+
+    def _answer(self, rid, fn: Callable[[dict], dict], params: dict) -> None:
+        self.send(_outcome(rid, fn, params, log=self._log))
 
     # -- jobs --------------------------------------------------------------
 
@@ -169,20 +214,10 @@ class Server:
             if item is None:
                 return
             rid, method, params, progress = item
-            try:
-                progress.check()  # cancelled while queued
-                result = self._jobs[method](params, progress)  # done: a late cancel changes nothing
-                reply = {"id": rid, "result": result}
-            except Cancelled:
-                reply = {"id": rid, "error": "cancelled"}
-            except UserError as exc:
-                reply = {"id": rid, "error": _one_line(str(exc))}
-            except Exception as exc:
-                traceback.print_exc(file=self._log)
-                reply = {"id": rid, "error": f"internal error: {type(exc).__name__}: {_one_line(str(exc))} "
-                                             "(see the backend log)"}
+            # done: a late cancel changes nothing
+            reply = _outcome(rid, self._jobs[method], params, progress, self._log)
             with self._jobs_lock:  # the job is over before its reply is seen
-                self._progress.pop(rid, None)
+                self._progress.pop(_job_key(rid), None)
             self.send(reply)
 
     def _interact(self) -> None:
@@ -207,7 +242,7 @@ class Server:
 
     def _cancel(self, target) -> bool:
         with self._jobs_lock:
-            progress = self._progress.get(target)
+            progress = self._progress.get(_job_key(target))
         if progress is None:
             return False
         progress.cancel()
@@ -236,6 +271,48 @@ class Server:
         presets = [load_preset(name) for name in list_presets()]
         return {"presets": [{"name": p.name, "label": p.label, "description": p.description}
                             for p in presets]}
+
+
+def _checked_request(request) -> tuple[Any, str, dict]:
+    """(id, method, params) of a parsed request line; UserError naming what is wrong."""
+    shape = 'a request must be a JSON object with "id", "method" and "params"'
+    if not isinstance(request, dict):
+        raise UserError(shape)
+    unknown = [key for key in request if key not in REQUEST_KEYS]
+    if unknown:
+        raise UserError(f"unknown request key {unknown[0]!r}; {shape}")
+    method = request.get("method")
+    if not isinstance(method, str):
+        raise UserError(f'{shape}; "method" must be a string, got {json.dumps(method)}')
+    params = request.get("params")
+    if params is None:
+        params = {}
+    if not isinstance(params, dict):
+        raise UserError(f'"params" of {method} must be a JSON object, got {json.dumps(params)}')
+    return request.get("id"), method, params
+
+
+def _outcome(rid, fn: Callable, params: dict, progress: Progress | None = None, log: TextIO | None = None) -> dict:
+    """The reply to request `rid`: {"result": fn(params[, progress])} or {"error": "one line"}.
+
+    A user error, an OS error (`errors.os_error_message`) and a cancel are one line;
+    anything else is a bug: the reply says "internal error" and the log gets the traceback.
+    """
+    try:
+        if progress is None:
+            return {"id": rid, "result": fn(params)}
+        progress.check()  # cancelled while queued
+        return {"id": rid, "result": fn(params, progress)}
+    except Cancelled:
+        return {"id": rid, "error": "cancelled"}
+    except UserError as exc:
+        return {"id": rid, "error": _one_line(str(exc))}
+    except OSError as exc:
+        return {"id": rid, "error": _one_line(os_error_message(exc))}
+    except Exception as exc:  # a bug: keep the server alive, log the traceback
+        traceback.print_exc(file=log or sys.stderr)
+        return {"id": rid, "error": f"internal error: {type(exc).__name__}: {_one_line(str(exc))} "
+                                    "(see the backend log)"}
 
 
 def _info(params: dict) -> dict:

@@ -48,13 +48,17 @@ def to_motion_pixels(x: float, y: float, dx: float, dy: float, image_size: tuple
 
 
 def checked_point(spec, what: str, width: int, height: int) -> tuple[float, float, float, float]:
-    """(x, y, dx, dy) of a spec, finite and with (x, y) inside the width x height still."""
+    """(x, y, dx, dy) of a spec, finite, with (x, y) inside the width x height still and the
+    strength (dx, dy) at most the still's larger side in each direction."""
     for key in ("x", "y", "dx", "dy"):
         if not np.isfinite(getattr(spec, key)):
             raise UserError(f"{what}: {key} must be finite, got {getattr(spec, key)}")
     if not (0 <= spec.x <= width - 1 and 0 <= spec.y <= height - 1):
         raise UserError(f"{what}: pixel ({spec.x:g}, {spec.y:g}) is outside the {width}x{height} image "
                         "(x in 0..width-1 right, y in 0..height-1 down)")
+    if max(abs(spec.dx), abs(spec.dy)) > max(width, height):
+        raise UserError(f"{what}: strength ({spec.dx:g}, {spec.dy:g}) px is larger than the {width}x{height} "
+                        "image itself; a few pixels make a visible push")
     return spec.x, spec.y, spec.dx, spec.dy
 
 

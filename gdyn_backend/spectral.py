@@ -34,6 +34,7 @@ FORMAT_NAME = "gdyn-spectral-volume"
 FORMAT_VERSION = "1"
 DEFAULT_BANDS = 16
 NORMALIZATION_PERCENTILE = 97.0
+MAX_MOTION_SIDES = 100  # `implausible`: no pixel moves more than 100 times the motion's larger side
 
 
 @dataclass(frozen=True)
@@ -299,13 +300,38 @@ def motion_output_path(path) -> Path:
     return path
 
 
+def implausible(amplitude: np.ndarray) -> str | None:
+    """Why amplitudes [K, 4, H, W] (pixels) cannot be motion, or None when they can.
+
+    Refused: NaN or infinite values, and a peak displacement bound
+    max_p sum_k |A_k(p)| (x and y) over `MAX_MOTION_SIDES` times the motion's
+    larger side: such motion throws every pixel far out of the frame, and at
+    about 1e19 px it overflows the renderer's weights (every frame black).
+    """
+    if not np.isfinite(amplitude).all():
+        return "contains NaN or infinite values"
+    a = np.asarray(amplitude, np.float32)
+    bound = float((np.hypot(a[:, 0], a[:, 1]) + np.hypot(a[:, 2], a[:, 3])).sum(axis=0).max(initial=0.0))
+    height, width = a.shape[2:]
+    if not bound <= MAX_MOTION_SIDES * max(height, width):
+        return (f"moves pixels by up to {bound:.3g} px, more than {MAX_MOTION_SIDES} times its own "
+                f"{width}x{height} size")
+    return None
+
+
 def save_volume(volume: SpectralVolume, path) -> Path:
-    """Write the shared safetensors file (making its folder); appears whole or not at all."""
+    """Write the shared safetensors file (making its folder); appears whole or not at all.
+
+    Motion that `implausible` refuses is never written (UserError).
+    """
     from safetensors.numpy import save_file
 
     from gdyn_backend.io import atomic_path
 
     path = Path(path)
+    problem = implausible(volume.amplitude)
+    if problem is not None:
+        raise UserError(f"not writing {path}: the motion {problem}")
     path.parent.mkdir(parents=True, exist_ok=True)
     meta = dict(volume.metadata)
     meta.update({
@@ -325,7 +351,11 @@ def save_volume(volume: SpectralVolume, path) -> Path:
 
 
 def load_volume(path) -> SpectralVolume:
-    """Read and validate a spectral volume file; UserError on anything wrong."""
+    """Read and validate a spectral volume file; UserError on anything wrong.
+
+    Checked: float32 amplitudes [K, 4, H, W], one finite frequency >= 0 Hz per
+    band, fps > 0, period_frames >= 1, and amplitudes `implausible` accepts.
+    """
     from gdyn_backend.io import read_safetensors
 
     path = Path(path)
@@ -334,19 +364,32 @@ def load_volume(path) -> SpectralVolume:
     amp = tensors.get("amplitude")
     if amp is None:
         raise UserError(f"{path}: motion file has no `amplitude` tensor")
+    if amp.dtype != np.float32:
+        raise UserError(f"{path}: amplitudes are {amp.dtype}, a motion file holds float32; "
+                        "write it with gdyn_backend.spectral.save_volume")
     try:
-        freqs = json.loads(meta["frequencies_hz"])
+        freqs = np.array(json.loads(meta["frequencies_hz"]), np.float64)
         fps, period = float(meta["fps"]), int(meta["period_frames"])
-    except (KeyError, ValueError) as exc:
-        raise UserError(f"{path}: broken spectral volume metadata ({exc})") from None
+    except (KeyError, ValueError, TypeError) as exc:
+        raise UserError(f"{path}: broken spectral volume metadata ({type(exc).__name__}: {exc})") from None
+    if freqs.ndim != 1:
+        raise UserError(f"{path}: frequencies_hz in the metadata must be a list of numbers (Hz), "
+                        f"got {meta['frequencies_hz']}")
     if amp.ndim != 4 or amp.shape[1] != 4 or len(freqs) != amp.shape[0]:
         raise UserError(f"{path}: amplitude shape {amp.shape} does not match "
-                        f"{len(freqs)} frequencies; expected [K, 4, H, W]")
-    if not np.isfinite(amp).all():
-        raise UserError(f"{path}: motion contains NaN or infinite values")
+                        f"{freqs.size} frequencies; expected [K, 4, H, W]")
+    if not (np.isfinite(freqs).all() and (freqs >= 0).all()):
+        raise UserError(f"{path}: band frequencies must be finite and >= 0 Hz, got {meta['frequencies_hz']}")
+    if not (np.isfinite(fps) and fps > 0):
+        raise UserError(f"{path}: fps in the metadata must be a positive number, got {meta['fps']}")
+    if period < 1:
+        raise UserError(f"{path}: period_frames in the metadata must be at least 1, got {period}")
+    problem = implausible(amp)
+    if problem is not None:
+        raise UserError(f"{path}: the motion {problem}; the file is damaged or was scaled by mistake")
     known = {"format", "version", "fps", "period_frames", "frequencies_hz", "width", "height", "source"}
     extra = {k: v for k, v in meta.items() if k not in known}
-    return SpectralVolume(amp, np.array(freqs), fps, period, meta.get("source", "unknown"), extra)
+    return SpectralVolume(amp, freqs, fps, period, meta.get("source", "unknown"), extra)
 
 
 # ---------------------------------------------------------------------------

@@ -2,11 +2,7 @@
 the one "poll until done" helper, a `gdyn serve` subprocess (`serve`), and the repository root on
 sys.path (`addon`)."""
 
-import json
-import queue
-import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 from typing import Callable
@@ -19,6 +15,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).parent))  # tests/synthetic.py
 sys.path.insert(0, str(ROOT))  # the Blender add-on, `addon` (not an installed package)
 
+from backend_process import Serve  # noqa: E402
 from synthetic import SHARED_STILLS  # noqa: E402
 
 POLL_STEP_S = 0.01
@@ -55,47 +52,6 @@ def _poll_until(poll: Callable[[], object], done: Callable[[], bool], timeout: f
 def poll_until() -> Callable[..., None]:
     """poll_until(poll, done, timeout=120, what=...): the tests' one wait loop, always with a deadline."""
     return _poll_until
-
-
-SERVE_TIMEOUT_S = 120.0
-
-
-class Serve:
-    """A `gdyn serve` process with a reader thread; `read()` waits for the next reply."""
-
-    def __init__(self):
-        self.proc = subprocess.Popen([sys.executable, "-m", "gdyn_backend", "serve"],
-                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                     stderr=subprocess.PIPE, text=True, bufsize=1)
-        self.lines: queue.Queue = queue.Queue()
-        threading.Thread(target=self._pump, daemon=True).start()
-
-    def _pump(self):
-        for line in self.proc.stdout:
-            self.lines.put(json.loads(line))  # every stdout line must be JSON
-        self.lines.put(None)
-
-    def send(self, obj) -> None:
-        self.proc.stdin.write((obj if isinstance(obj, str) else json.dumps(obj)) + "\n")
-        self.proc.stdin.flush()
-
-    def read(self, timeout: float = SERVE_TIMEOUT_S):
-        return self.lines.get(timeout=timeout)
-
-    def until_final(self, rid, events: list | None = None, timeout: float = SERVE_TIMEOUT_S) -> dict:
-        deadline = time.monotonic() + timeout
-        while True:
-            message = self.read(max(deadline - time.monotonic(), 0.1))
-            assert message is not None, "the server exited"
-            if message.get("id") == rid and ("result" in message or "error" in message):
-                return message
-            if events is not None:
-                events.append(message)
-
-    def close(self):
-        if self.proc.poll() is None:
-            self.send({"id": 999, "method": "shutdown"})
-            self.proc.wait(timeout=30)
 
 
 @pytest.fixture

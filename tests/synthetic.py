@@ -9,6 +9,7 @@ accurate to well under 0.01 px for the smooth fields used here.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -44,6 +45,21 @@ def tiny_inputs(folder: Path, width: int = 48, height: int = 32, bands: int = 4)
     volume = spectral.SpectralVolume(amplitude, spectral.band_frequencies(bands, 30.0, 60), 30.0, 60, "test")
     motion = spectral.save_volume(volume, folder / "motion.safetensors")
     return image, motion
+
+
+def write_raw_motion(path: Path, amplitude: np.ndarray, fps: float = 30.0, period_frames: int = 60,
+                     metadata: dict[str, str] | None = None) -> Path:
+    """A motion file written as another program might, without `spectral.save_volume`'s checks
+    (which refuse NaN or absurd motion): amplitude as given (any dtype), band frequencies
+    k * fps / period_frames; `metadata` overrides any key ({"fps": "-30"})."""
+    from safetensors.numpy import save_file
+
+    meta = {"format": spectral.FORMAT_NAME, "version": spectral.FORMAT_VERSION, "fps": repr(float(fps)),
+            "period_frames": str(period_frames), "source": "raw", "frequencies_hz": json.dumps(
+                [float(f) for f in spectral.band_frequencies(amplitude.shape[0], fps, period_frames)])}
+    meta.update(metadata or {})
+    save_file({"amplitude": amplitude}, str(path), meta)
+    return path
 
 
 def load_still(name: str, width: int, height: int) -> np.ndarray:

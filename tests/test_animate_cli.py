@@ -12,7 +12,7 @@ from gdyn_backend import io, spectral
 from gdyn_backend.cli import main
 from gdyn_backend.errors import Cancelled
 from gdyn_backend.progress import Progress
-from synthetic import band_motion, synthetic_still
+from synthetic import band_motion, synthetic_still, write_raw_motion
 
 W, H = 128, 80  # still
 MW, MH = 64, 40  # motion resolution (half)
@@ -167,8 +167,7 @@ def _bad_motion_files(tmp_path):
     good = spectral.volume_from_trajectories(np.zeros((8, 2, 10, 16), np.float32), 30.0, num_bands=4)
     amp = good.amplitude.copy()
     amp[1, 0, 2, 3] = np.nan
-    nan = tmp_path / "nan.safetensors"
-    spectral.save_volume(good.with_amplitude(amp), nan)
+    nan = write_raw_motion(tmp_path / "nan.safetensors", amp, 30.0, 8)  # save_volume refuses NaN
     return {"text": text, "other": other, "nan": nan, "missing": tmp_path / "none.safetensors"}
 
 

@@ -1,11 +1,15 @@
 """Image, displacement-map and output-folder IO."""
 
+import errno
+import subprocess
+import sys
+
 import cv2
 import numpy as np
 import pytest
 
 from gdyn_backend import io
-from gdyn_backend.errors import UserError
+from gdyn_backend.errors import UserError, os_error_message
 
 
 def test_grayscale_rgba_and_16_bit_stills(tmp_path):
@@ -113,3 +117,69 @@ def test_video_writer_mp4_and_gif(tmp_path):
             assert abs(float(got[4].mean()) - 0.8) < 0.03
     with pytest.raises(UserError):
         io.VideoWriter(tmp_path / "v.avi", fps=10)
+
+
+def _jpeg_with_thumbnail(width: int = 64, height: int = 48) -> bytes:
+    """A JPEG whose APP1 (EXIF) segment holds a whole JPEG thumbnail, end marker FFD9 included."""
+    rng = np.random.default_rng(3)
+    main = cv2.imencode(".jpg", (rng.random((height, width, 3)) * 255).astype(np.uint8))[1].tobytes()
+    thumb = cv2.imencode(".jpg", np.zeros((8, 8, 3), np.uint8))[1].tobytes()
+    app1 = b"Exif\0\0" + thumb
+    return main[:2] + b"\xff\xe1" + (len(app1) + 2).to_bytes(2, "big") + app1 + main[2:]
+
+
+def test_truncated_jpeg_is_refused_even_with_an_end_marker_in_its_thumbnail(tmp_path):
+    whole = _jpeg_with_thumbnail()
+    (tmp_path / "whole.jpg").write_bytes(whole + b"trailing bytes some cameras append")
+    assert io.read_image(tmp_path / "whole.jpg").rgb.shape == (48, 64, 3)
+    for keep in (0.9, 0.6):  # OpenCV decodes these with only a warning, the rest grey
+        (tmp_path / "cut.jpg").write_bytes(whole[: int(len(whole) * keep)])
+        with pytest.raises(UserError, match="truncated"):
+            io.read_image(tmp_path / "cut.jpg")
+
+
+def test_header_size_is_checked_before_decoding(tmp_path, monkeypatch):
+    ok = cv2.imencode(".png", np.zeros((40, 30, 3), np.uint8))[1].tobytes()
+    decoded = []
+    monkeypatch.setattr(io.cv2, "imdecode", lambda *a: decoded.append(a) or None)
+    monkeypatch.setattr(io, "MAX_IMAGE_PIXELS", 30 * 39)
+    (tmp_path / "big.png").write_bytes(ok)
+    with pytest.raises(UserError, match="30x40 pixels"):
+        io.read_image(tmp_path / "big.png")
+    assert decoded == []  # refused from the header alone
+
+
+def test_atomic_writer_names_the_users_path_and_the_reason(tmp_path):
+    out = tmp_path / "out"
+    with pytest.raises(OSError) as caught:
+        with io.atomic_output_dir(out) as tmp:
+            (tmp / "frames").mkdir()
+            raise OSError(errno.ENOSPC, "No space left on device", str(tmp / "frames" / "0003.png"))
+    assert caught.value.filename == str(out / "frames" / "0003.png")
+    assert os_error_message(caught.value) == (f"{out}/frames/0003.png: disk full (no space left on the device); "
+                                              "free some space or write somewhere else")
+    # An I/O error a library reports as text (safetensors: "... (os error 30)") becomes the OSError it is.
+    with pytest.raises(OSError) as caught:
+        with io.atomic_path(tmp_path / "m.safetensors"):
+            raise RuntimeError("Error while serializing: I/O error: Read-only file system (os error 30)")
+    assert caught.value.errno == errno.EROFS and caught.value.filename == str(tmp_path / "m.safetensors")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_partials_of_dead_processes_are_removed_and_live_ones_kept(tmp_path, capsys):
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead = int(gone.stdout)  # that process has exited: its PID is free
+    stale = [tmp_path / f".out.partial-{dead}", tmp_path / f".out.old-{dead}", tmp_path / f".m.partial-{dead}.mp4"]
+    for path in stale[:2]:
+        (path / "frames").mkdir(parents=True)
+    stale[2].write_bytes(b"half a video")
+    alive = tmp_path / ".out.partial-1"  # PID 1 is always alive
+    alive.mkdir()
+    other = tmp_path / f".outer.partial-{dead}"  # another output's: left to that output's next run
+    other.mkdir()
+    with io.atomic_output_dir(tmp_path / "out") as tmp:
+        (tmp / "motion.safetensors").write_bytes(b"1")
+    io.VideoWriter(tmp_path / "m.mp4", 30.0).abort()
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([alive.name, other.name, "out"])
+    err = capsys.readouterr().err
+    assert all(f"removed {p}, left by process {dead}" in err for p in stale), err

@@ -5,6 +5,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from synthetic import write_raw_motion
 
 from gdyn_backend import spectral
 from gdyn_backend.errors import UserError
@@ -137,7 +138,7 @@ def test_file_round_trip_is_identical_with_metadata(tmp_path):
 
 def test_transposed_amplitude_round_trips(tmp_path):
     # safetensors writes wrong bytes for non-contiguous arrays; the writer must copy.
-    base = np.arange(3 * 4 * 5 * 6, dtype=np.float32).reshape(6, 5, 4, 3)
+    base = (np.arange(3 * 4 * 5 * 6, dtype=np.float32) / 64).reshape(6, 5, 4, 3)  # up to 5.6 px
     transposed = base.transpose(3, 2, 1, 0)
     assert not transposed.flags["C_CONTIGUOUS"]
     volume = spectral.SpectralVolume(transposed, np.arange(3.0), 30.0, 150, "test")
@@ -160,7 +161,12 @@ def test_bad_motion_files_are_refused(tmp_path):
         spectral.load_volume(other)
     amp = np.zeros((2, 4, 3, 3), np.float32)
     amp[1, 0, 1, 1] = np.nan
-    nan_path = spectral.save_volume(spectral.SpectralVolume(amp, [0.0, 0.2], 30.0, 150, "x"), tmp_path / "nan.safetensors")
+    nan_volume = spectral.SpectralVolume(amp, [0.0, 0.2], 30.0, 150, "x")
+    nan_path = tmp_path / "nan.safetensors"
+    with pytest.raises(UserError, match="NaN"):  # gdyn never writes such a file ...
+        spectral.save_volume(nan_volume, nan_path)
+    assert not nan_path.exists()
+    write_raw_motion(nan_path, amp, 30.0, 150)  # ... but another program may
     with pytest.raises(UserError, match="NaN"):
         spectral.load_volume(nan_path)
 

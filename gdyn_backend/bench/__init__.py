@@ -12,6 +12,8 @@ import platform
 import time
 from dataclasses import dataclass, field
 
+from gdyn_backend.errors import UserError
+
 SECTIONS = ["flow", "model", "dynamics", "render", "prior"]
 
 
@@ -51,6 +53,11 @@ def machine_line(threads: int) -> str:
 
 
 def run_sections(only: list[str] | None, quick: bool = False, threads: int = 2) -> str:
+    unknown = [name for name in only or () if name not in SECTIONS]
+    if unknown:
+        raise UserError(f"unknown bench section {unknown[0]!r}; choose from {', '.join(SECTIONS)}")
+    if threads < 1:
+        raise UserError(f"--threads must be at least 1, got {threads}")
     import cv2
     import torch
 
@@ -58,7 +65,5 @@ def run_sections(only: list[str] | None, quick: bool = False, threads: int = 2) 
     cv2.setNumThreads(threads)
     table = BenchTable()
     for name in only or SECTIONS:
-        if name not in SECTIONS:
-            raise SystemExit(f"gdyn: error: unknown bench section {name!r}; choose from {SECTIONS}")
         importlib.import_module(f"gdyn_backend.bench.{name}").run(table, quick)
     return machine_line(threads) + "\n\n" + table.markdown()

@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 from gdyn_backend.animate import SOURCES, AnimateOptions
+from gdyn_backend.cli.arguments import add_seed, add_still_input
 from gdyn_backend.presets import DEFAULT_PRESET
 from gdyn_backend.sequence import DEFAULT_FPS, DEFAULT_FRAMES
 
@@ -32,7 +33,7 @@ def register(sub) -> None:
         description="Animate a still photo. Writes OUTDIR/frames/NNNN.png, "
                     "OUTDIR/displacement/NNNN.exr (R = x, G = y forward displacement in pixels) "
                     "and OUTDIR/motion.safetensors; the folder appears whole or not at all.")
-    p.add_argument("image", type=Path, help="the still (PNG, JPEG, TIFF, EXR; 8 or 16 bit, alpha kept)")
+    add_still_input(p)
     p.add_argument("-o", "--output", type=Path, required=True, metavar="OUTDIR", help="output folder")
     p.add_argument("--motion", type=Path, metavar="FILE",
                    help="a spectral volume (.safetensors from gdyn extract/sample/animate); "
@@ -49,7 +50,7 @@ def register(sub) -> None:
                    help="make frame N flow into frame 0 exactly (position and velocity)")
     p.add_argument("--amplitude", type=float, default=1.0, help="motion size factor (default: 1)")
     p.add_argument("--speed", type=float, default=1.0, help="tempo factor (default: 1)")
-    p.add_argument("--seed", type=int, default=0, help="random seed of the motion source (default: 0)")
+    add_seed(p, what="random seed of the motion source")
     p.add_argument("--mask", type=Path, metavar="MASK.png",
                    help="white moves, black is pinned (exactly still), grey scales the motion")
     p.add_argument("--video", type=Path, metavar="OUT.mp4",

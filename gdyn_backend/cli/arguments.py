@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 
 from gdyn_backend.errors import UserError
+from gdyn_backend.params import MAX_SEED, check_seed
 
 MIN_SIDE, MAX_SIDE = 16, 8192  # pixels per side a WxH option accepts
 
@@ -18,6 +20,18 @@ def parse_size(text: str, option: str = "--size") -> tuple[int, int]:
     if not (MIN_SIDE <= w <= MAX_SIDE and MIN_SIDE <= h <= MAX_SIDE):
         raise UserError(f"{option} {w}x{h} is outside {MIN_SIDE}..{MAX_SIDE} pixels per side")
     return w, h
+
+
+def _seed(text: str) -> int:
+    try:
+        return check_seed(int(text), "it")
+    except (ValueError, UserError) as exc:
+        raise argparse.ArgumentTypeError(f"must be a whole number from 0 to {MAX_SEED}, got {text!r}") from exc
+
+
+def add_seed(parser, default: int = 0, what: str = "random seed") -> None:
+    """The `--seed N` option (0..MAX_SEED, the same range as a request's "seed")."""
+    parser.add_argument("--seed", type=_seed, default=default, help=f"{what} (default: {default})")
 
 
 def add_still_input(parser) -> None:

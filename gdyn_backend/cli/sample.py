@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from gdyn_backend.cli.arguments import add_motion_output, add_still_input, save_motion
+from gdyn_backend.cli.arguments import add_motion_output, add_seed, add_still_input, save_motion
 from gdyn_backend.progress import Progress, terminal_bar
 
 
@@ -32,5 +32,5 @@ def register(sub) -> None:
     p.add_argument("--steps", type=int, help="DDIM steps (default 250; 500 with --loop)")
     p.add_argument("--guidance", type=float, default=1.75, help="classifier-free guidance w (default 1.75)")
     p.add_argument("--loop-guidance", type=float, default=200.0, help="loop self-guidance u (default 200)")
-    p.add_argument("--seed", type=int, default=0, help="noise seed (same seed, same motion)")
+    add_seed(p, what="noise seed (same seed, same motion)")
     p.set_defaults(func=run)

@@ -8,6 +8,9 @@ import sys
 def run(args) -> int:
     from gdyn_backend.server import Server
 
+    # A byte that is not UTF-8 becomes U+FFFD (then a malformed-request reply), never a crash.
+    if hasattr(sys.stdin, "reconfigure"):
+        sys.stdin.reconfigure(errors="replace")
     # The protocol owns stdout; anything else printed there would corrupt it.
     protocol_out = sys.stdout
     sys.stdout = sys.stderr

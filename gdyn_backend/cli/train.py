@@ -7,10 +7,11 @@ Single process, or many with torchrun:
 from __future__ import annotations
 
 import argparse
+import math
 from dataclasses import replace
 from pathlib import Path
 
-from gdyn_backend.cli.arguments import add_videos_input, parse_size
+from gdyn_backend.cli.arguments import add_seed, add_videos_input, parse_size
 from gdyn_backend.errors import UserError
 from gdyn_backend.progress import Progress, terminal_bar
 
@@ -25,18 +26,26 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lr", type=float, default=1e-4, help="AdamW learning rate (default 1e-4)")
     p.add_argument("--save-every", type=int, default=1000, help="steps between checkpoints (default 1000)")
     p.add_argument("--log-every", type=int, default=50, help="steps between log lines (default 50)")
-    p.add_argument("--seed", type=int, default=0)
+    add_seed(p)
     p.add_argument("--workers", type=int, default=2, help="data loader processes (default 2)")
+
+
+def _check_options(args, counts: tuple[str, ...]) -> None:
+    """UserError unless each option in `counts` (e.g. "batch_size") is at least 1 and --lr is a
+    positive finite number; checked before any data is read."""
+    for name in counts:
+        if getattr(args, name) < 1:
+            raise UserError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
+    if not (math.isfinite(args.lr) and args.lr > 0):
+        raise UserError(f"--lr must be a positive number, got {args.lr}")
 
 
 def _config(args, kind: str):
     from gdyn_backend.model.training import TrainConfig
 
-    for name in ("steps", "batch_size", "save_every", "log_every"):
-        if getattr(args, name) < 1:
-            raise UserError(f"--{name.replace('_', '-')} must be at least 1")
-    if not args.lr > 0 or args.workers < 0:
-        raise UserError("--lr must be positive and --workers 0 or more")
+    _check_options(args, ("steps", "batch_size", "save_every", "log_every"))
+    if args.workers < 0:
+        raise UserError(f"--workers must be 0 or more, got {args.workers}")
     extra = {}
     if kind == "ldm":
         if not 0 <= args.cond_dropout < 1:
@@ -78,7 +87,7 @@ def _renderer_arguments(p: argparse.ArgumentParser) -> None:
                    help="the paper's plain synthesis network instead of a learned correction "
                         "on top of the default renderer")
     p.add_argument("--resume", type=Path, metavar="CHECKPOINT", help="continue from a checkpoint")
-    p.add_argument("--seed", type=int, default=0)
+    add_seed(p)
     p.add_argument("--device", default=None, help="torch device (default: cuda if present, else cpu)")
 
 
@@ -93,11 +102,12 @@ def run_renderer(args) -> int:
 
     width, height = parse_size(args.size, "--size")
     crop = parse_size(args.crop, "--crop")
-    if args.steps < 1 or args.batch_size < 1:
-        raise UserError("--steps and --batch-size must be at least 1")
+    _check_options(args, ("steps", "batch_size"))
+    if args.window < 2:
+        raise UserError(f"--window must be at least 2 frames, got {args.window}")
+    model = load_checkpoint(args.resume)[0] if args.resume is not None else None
     progress = Progress(terminal_bar())
     triples = triples_from_folder(args.videos, width, height, args.window, progress)
-    model = load_checkpoint(args.resume)[0] if args.resume is not None else None
     config = replace(TINY_CONFIG if args.tiny else RendererConfig(), residual=not args.plain)
     model, losses = train(triples, config, steps=args.steps, batch_size=args.batch_size, learning_rate=args.lr,
                           crop=crop, seed=args.seed, device=torch_device(args.device), progress=progress,

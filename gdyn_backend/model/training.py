@@ -36,6 +36,7 @@ import torch.nn.functional as F
 
 from gdyn_backend.device import torch_device
 from gdyn_backend.errors import UserError
+from gdyn_backend.io import atomic_path
 from gdyn_backend.model.checkpoint import (MotionModel, load_model, load_training_state, save_model,
                                            save_training_state)
 from gdyn_backend.model.data import SpectralPairs
@@ -175,7 +176,8 @@ def _run(cfg: TrainConfig, dataset: SpectralPairs, module: torch.nn.Module, para
         run_config = {**saved, "train": {**saved["train"], "steps": cfg.steps}}
     if dist_info.main:
         out.mkdir(parents=True, exist_ok=True)
-        (out / "config.json").write_text(json.dumps(run_config, indent=1))
+        with atomic_path(out / "config.json") as tmp:
+            tmp.write_text(json.dumps(run_config, indent=1))
     wrapped = _wrap(module, dist_info)
     log = _Logger(out / "log.csv", dist_info.main)
     progress.start("training", max(cfg.steps - step, 0))

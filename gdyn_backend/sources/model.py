@@ -10,6 +10,7 @@ resample it (`spectral.resampled`) to the still.
 
 from __future__ import annotations
 
+import math
 import threading
 from pathlib import Path
 
@@ -24,6 +25,7 @@ from gdyn_backend.io import Still
 from gdyn_backend.model.checkpoint import MotionModel, load_model
 from gdyn_backend.model.diffusion import LoopGuidance, epsilon_fn, sample_ddim
 from gdyn_backend.model.unet import condition_image
+from gdyn_backend.params import check_seed
 from gdyn_backend.progress import Progress
 
 DEFAULT_STEPS, DEFAULT_LOOP_STEPS = 250, 500       # paper §7.1
@@ -107,11 +109,17 @@ def sample_volume(still: Still, checkpoint_path, seed: int = 0, loop: bool = Fal
                    `loop_seconds` gives that length in seconds instead.
     Metadata names the checkpoint (file name, stage, training step) and the settings.
     """
-    steps = int(steps or (DEFAULT_LOOP_STEPS if loop else DEFAULT_STEPS))
+    steps = int(steps if steps is not None else (DEFAULT_LOOP_STEPS if loop else DEFAULT_STEPS))
     if steps < 1:
         raise UserError(f"--steps must be at least 1, got {steps}")
-    if guidance < 0 or loop_guidance < 0:
-        raise UserError("guidance weights must be 0 or more")
+    for option, weight in (("--guidance", guidance), ("--loop-guidance", loop_guidance)):
+        if not (math.isfinite(weight) and weight >= 0):
+            raise UserError(f"{option} must be a number >= 0, got {weight}")
+    if loop_frames is not None and loop_frames < 2:
+        raise UserError(f"--loop-frames must be at least 2, got {loop_frames}")
+    if loop_seconds is not None and not (math.isfinite(loop_seconds) and loop_seconds > 0):
+        raise UserError(f"the loop must last a positive time, got {loop_seconds} s")
+    seed = check_seed(seed)
     device = torch_device()
     model = cached_model(checkpoint_path, device)
     if steps > model.diffusion.num_train_steps:
@@ -124,11 +132,15 @@ def sample_volume(still: Still, checkpoint_path, seed: int = 0, loop: bool = Fal
         raise UserError(f"a loop needs at least 2 frames, got {frames}")
     images = image_tensor(still.rgb, info.width, info.height, device)
     amplitude = sample_amplitudes(model, images, seed, steps, guidance, loop_guidance if loop else 0.0,
-                                  frames, LOOP_RECURRENCES, progress)[0]
+                                  frames, LOOP_RECURRENCES, progress)[0].cpu().numpy()
+    problem = spectral.implausible(amplitude)
+    if problem is not None:
+        raise UserError(f"the motion model's sample for this still {problem}; lower --guidance or "
+                        f"--loop-guidance, or check the checkpoint {Path(checkpoint_path).name}")
     meta = {"checkpoint": Path(checkpoint_path).name, "checkpoint_stage": model.stage,
             "checkpoint_step": str(model.step), "seed": str(seed), "ddim_steps": str(steps),
             "guidance": repr(float(guidance)), "loop": str(bool(loop)).lower()}
     if loop:
         meta.update({"loop_guidance": repr(float(loop_guidance)), "loop_frames": str(frames)})
-    return spectral.SpectralVolume(amplitude.cpu().numpy(), info.frequencies_hz(), info.fps,
+    return spectral.SpectralVolume(amplitude, info.frequencies_hz(), info.fps,
                                    info.period_frames, "model", meta)
