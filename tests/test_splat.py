@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from gdyn_backend.render.holes import push_pull_fill
-from gdyn_backend.render.splat import softmax_splat
+from gdyn_backend.render.splat import prepare_splat, softmax_splat, splat_prepared
 from synthetic import synthetic_still
 
 
@@ -106,17 +106,22 @@ def test_batch_items_are_independent():
 def test_sparse_product_and_index_add_agree():
     """On the CPU without autograd the sums are a scipy.sparse product, cut into bands on
     several threads; with autograd (and on CUDA) torch index_add_ accumulates them. Both agree
-    to float rounding, for a batch and for an image large enough to be cut into bands."""
+    to float rounding, for a batch and for an image large enough to be cut into bands, and a
+    gradient flows through the index_add_ path."""
     g = torch.Generator().manual_seed(3)
     for b, h, w in ((2, 40, 56), (1, 500, 600)):
         src = torch.rand(b, 3, h, w, generator=g)
         flow = torch.randn(b, 2, h, w, generator=g) * 4
         z = torch.rand(b, 1, h, w, generator=g) * 5
         torch.set_num_threads(2)
-        fast, cov = softmax_splat(src, flow, z)
-        slow, cov_slow = softmax_splat(src.clone().requires_grad_(True), flow, z)
-        assert torch.allclose(fast, slow.detach(), atol=2e-5)
-        assert torch.allclose(cov, cov_slow, atol=2e-5)
+        prepared = prepare_splat(src, z)
+        fast, cov = splat_prepared(prepared, flow, sparse=True)
+        slow, cov_slow = splat_prepared(prepared, flow, sparse=False)
+        assert torch.allclose(fast, slow, atol=2e-5) and torch.allclose(cov, cov_slow, atol=2e-5)
+        leaf = src.clone().requires_grad_(True)
+        auto, _ = softmax_splat(leaf, flow, z)  # autograd: the index_add_ path
+        auto.sum().backward()
+        assert torch.allclose(auto.detach(), fast, atol=2e-5) and float(leaf.grad.abs().sum()) > 0
 
 
 def test_push_pull_keeps_covered_pixels_and_fills_holes_smoothly():

@@ -74,15 +74,21 @@ class HoleSamples:
 
 def _halved(colour: torch.Tensor, alpha: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """One pull step: [B, C, h, w], [B, 1, h, w] -> the alpha-weighted 2x2 means at half size
-    (odd sizes padded with zero weight) and their alpha (summed weight, at most 1)."""
+    (odd sizes padded with zero weight) and their alpha (summed weight, at most 1).
+
+    The four pixels of each 2x2 block are summed as four strided quarter-size
+    products, so no full-size temporary is made.
+    """
     h, w = colour.shape[-2:]
-    weighted = torch.cat([colour * alpha, alpha], dim=1)
     if h % 2 or w % 2:
-        weighted = F.pad(weighted, (0, w % 2, 0, h % 2))
-    sums = (weighted[..., 0::2, 0::2] + weighted[..., 0::2, 1::2]
-            + weighted[..., 1::2, 0::2] + weighted[..., 1::2, 1::2])  # [B, C+1, h/2, w/2]
-    sum_a = sums[:, -1:]
-    return sums[:, :-1] / sum_a.clamp_min(1e-12), sum_a.clamp(max=1.0) * (sum_a > 1e-12)
+        colour, alpha = (F.pad(t, (0, w % 2, 0, h % 2)) for t in (colour, alpha))
+    sum_ca = sum_a = None
+    for dy in (0, 1):
+        for dx in (0, 1):
+            a = alpha[..., dy::2, dx::2]
+            ca = colour[..., dy::2, dx::2] * a
+            sum_ca, sum_a = (ca, a.clone()) if sum_ca is None else (sum_ca.add_(ca), sum_a.add_(a))
+    return sum_ca / sum_a.clamp_min(1e-12), sum_a.clamp(max=1.0) * (sum_a > 1e-12)
 
 
 def _coarse_fill(image: torch.Tensor, feed: torch.Tensor) -> torch.Tensor:
@@ -171,12 +177,15 @@ def stretch_samples(prepared: SplatSource, flow: torch.Tensor, holes: torch.Tens
     # Cheap tests first, on the whole frame: a cell matters only if one of its
     # edges lands longer than STRETCH_MIN, and only if a hole lies near where
     # it lands (blocks of BLOCK px).
-    along_x = flow[:, :, :, 1:] - flow[:, :, :, :-1]  # [B, 2, H, W-1]: target edge = (1, 0) + this
-    along_y = flow[:, :, 1:, :] - flow[:, :, :-1, :]  # [B, 2, H-1, W]: target edge = (0, 1) + this
-    long_x = (along_x[:, 0] + 1.0).square_().add_(along_x[:, 1].square()) > STRETCH_MIN ** 2
-    long_y = (along_y[:, 1] + 1.0).square_().add_(along_y[:, 0].square()) > STRETCH_MIN ** 2
-    del along_x, along_y
+    def long_edges(along: torch.Tensor, across: torch.Tensor) -> torch.Tensor:
+        """Edges (1, 0) + (along, across) (or mirrored) longer than STRETCH_MIN."""
+        return along.add_(1.0).square_().add_(across.square_()) > STRETCH_MIN ** 2
+
+    fx, fy = flow[:, 0], flow[:, 1]
+    long_x = long_edges(fx[:, :, 1:] - fx[:, :, :-1], fy[:, :, 1:] - fy[:, :, :-1])  # [B, H, W-1]
+    long_y = long_edges(fy[:, 1:] - fy[:, :-1], fx[:, 1:] - fx[:, :-1])  # [B, H-1, W]
     stretched = long_x[:, :-1] | long_x[:, 1:] | long_y[:, :, :-1] | long_y[:, :, 1:]  # [B, H-1, W-1] cells
+    del long_x, long_y
     cb, cy, cx = stretched.nonzero(as_tuple=True)
     if cb.numel() == 0:
         return None

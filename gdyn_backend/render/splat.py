@@ -24,7 +24,8 @@ accumulates the same sums. Both read the same corner indices and weights.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections import deque
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -47,18 +48,10 @@ class SplatSource:
     values: torch.Tensor
     height: int
     width: int
-    _column_starts: np.ndarray | None = field(default=None, repr=False)
 
     @property
     def channels(self) -> int:
         return self.values.shape[2] - 2
-
-    def column_starts(self, index_dtype) -> np.ndarray:
-        """CSC column pointers [B*H*W + 1] (4 entries a column), made once per source."""
-        count = self.values.shape[0] * self.values.shape[1]
-        if self._column_starts is None or self._column_starts.dtype != index_dtype:
-            self._column_starts = np.arange(0, 4 * count + 1, 4, dtype=index_dtype)
-        return self._column_starts
 
 
 def prepare_splat(source: torch.Tensor, importance: torch.Tensor | None) -> SplatSource:
@@ -129,79 +122,92 @@ def _product_band(cell: np.ndarray, fx: np.ndarray, fy: np.ndarray, values: np.n
 def _accumulate_scipy(prepared: SplatSource, flow: torch.Tensor, cells: int) -> torch.Tensor:
     """S @ V with scipy.sparse (CPU, no autograd): [B, cells, C+2].
 
-    The sources are cut into bands of rows, multiplied on up to
-    `torch.get_num_threads()` threads (scipy and numpy release the GIL) and
-    summed into the output in order, so the result does not depend on the
-    thread count's timing.
+    The sources are cut into bands of rows whose products run on up to
+    `torch.get_num_threads()` threads (scipy and numpy release the GIL), at
+    most that many at a time (bounded memory), and are summed into the output
+    in order, so the result does not depend on timing.
     """
+    from concurrent.futures import ThreadPoolExecutor
+
     values = prepared.values
     b, n, c2 = values.shape
     h, w = prepared.height, prepared.width
     index_dtype = torch.int32 if b * cells < 2 ** 31 else torch.int64
-    cell, fx, fy = _landing(flow, 0, h, index_dtype)
-    cell += (torch.arange(b, dtype=index_dtype) * cells).view(b, 1)
-    cell, fx, fy = cell.view(-1).numpy(), fx.reshape(-1).numpy(), fy.reshape(-1).numpy()
-    flat = values.reshape(b * n, c2).numpy()
+    acc = np.zeros((b * cells, c2), values.numpy().dtype)
     threads = max(1, torch.get_num_threads())
-    step = max(CHUNK_PIXELS // 4, -(-b * n // threads))
-    bands = [slice(j, min(j + step, b * n)) for j in range(0, b * n, step)]
-    acc = np.zeros((b * cells, c2), flat.dtype)
+    rows = max(1, min(CHUNK_PIXELS, -(-h * w // threads)) // w)
+    batch_base = (torch.arange(b, dtype=index_dtype) * cells).view(b, 1)
+    pending: deque = deque()
 
-    def band(s: slice) -> tuple[int, np.ndarray]:
-        return _product_band(cell[s], fx[s], fy[s], flat[s], w + 2 * BORDER + 1)
-
-    if len(bands) == 1:
-        done = [band(bands[0])]
-    else:
-        from concurrent.futures import ThreadPoolExecutor
-
-        with ThreadPoolExecutor(min(threads, len(bands))) as pool:
-            done = pool.map(band, bands)
-    for first, sums in done:
+    def add(first: int, sums: np.ndarray) -> None:
         target = acc[first:first + sums.shape[0]]
         target += sums[:target.shape[0]]
+
+    with ThreadPoolExecutor(threads) as pool:
+        for r0 in range(0, h, rows):
+            r1 = min(h, r0 + rows)
+            cell, fx, fy = _landing(flow, r0, r1, index_dtype)
+            cell += batch_base
+            pending.append(pool.submit(_product_band, cell.view(-1).numpy(), fx.reshape(-1).numpy(),
+                                       fy.reshape(-1).numpy(), values[:, r0 * w:r1 * w].reshape(-1, c2).numpy(),
+                                       w + 2 * BORDER + 1))
+            if len(pending) >= threads:
+                add(*pending.popleft().result())
+        while pending:
+            add(*pending.popleft().result())
     return torch.from_numpy(acc).view(b, cells, c2)
 
 
 def _accumulate_torch(prepared: SplatSource, flow: torch.Tensor, cells: int) -> torch.Tensor:
-    """The same sums with torch `index_add_` (any device, differentiable): [B, cells, C+2]."""
+    """The same sums with torch `index_add_` (any device, differentiable): [B, cells, C+2].
+
+    Channel-first per corner, as index_add_ is fastest: sums [C+2, B*cells],
+    returned transposed (a view).
+    """
     values = prepared.values
     b, n, c2 = values.shape
     w = prepared.width
-    acc = torch.zeros((b * cells, c2), device=values.device, dtype=values.dtype)
+    acc = torch.zeros((c2, b * cells), device=values.device, dtype=values.dtype)
     batch_base = (torch.arange(b, device=values.device) * cells).view(b, 1)
     rows = max(1, CHUNK_PIXELS // w)
     for r0 in range(0, prepared.height, rows):
         r1 = min(prepared.height, r0 + rows)
         cell, fx, fy = _landing(flow, r0, r1, torch.int64)
-        cell += batch_base
-        gx, gy = 1.0 - fx, 1.0 - fy
-        band = values[:, r0 * w:r1 * w]
+        cell = (cell + batch_base).view(-1)
+        gx, gy = (1.0 - fx).view(-1), (1.0 - fy).view(-1)
+        fx, fy = fx.reshape(-1), fy.reshape(-1)
+        chunk = values[:, r0 * w:r1 * w].permute(2, 0, 1).reshape(c2, -1)  # [C+2, B*m]
         for offset, wx, wy in ((0, gx, gy), (1, fx, gy), (w + 5, gx, fy), (w + 6, fx, fy)):
-            acc.index_add_(0, (cell + offset).view(-1), (band * (wx * wy)[..., None]).view(-1, c2))
-    return acc.view(b, cells, c2)
+            acc.index_add_(1, cell + offset, chunk * (wx * wy))
+    return acc.t().view(b, cells, c2)
 
 
-def splat_prepared(prepared: SplatSource, flow: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """`softmax_splat` of a prepared source by `flow` [B, 2, H, W] (pixels)."""
+def splat_prepared(prepared: SplatSource, flow: torch.Tensor,
+                   sparse: bool | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """`softmax_splat` of a prepared source by `flow` [B, 2, H, W] (pixels).
+
+    sparse: True sums with scipy.sparse (CPU only, no autograd), False with torch
+    index_add_; None (default) uses scipy on the CPU when no gradient is needed.
+    """
     values, h, w = prepared.values, prepared.height, prepared.width
     b, _, c2 = values.shape
     if flow.dim() != 4 or tuple(flow.shape) != (b, 2, h, w):
         raise ValueError(f"flow must be {(b, 2, h, w)}, got {tuple(flow.shape)}")
     flow = flow.to(values.dtype)
     pw, ph = w + 2 * BORDER + 1, h + 2 * BORDER + 1
-    needs_grad = torch.is_grad_enabled() and (values.requires_grad or flow.requires_grad)
-    if values.device.type == "cpu" and values.dtype in (torch.float32, torch.float64) and not needs_grad:
-        acc = _accumulate_scipy(prepared, flow, ph * pw)
-    else:
-        acc = _accumulate_torch(prepared, flow, ph * pw)
-    # [B, C+2, H, W], channel-last in memory
+    if sparse is None:
+        needs_grad = torch.is_grad_enabled() and (values.requires_grad or flow.requires_grad)
+        sparse = values.device.type == "cpu" and values.dtype in (torch.float32, torch.float64) and not needs_grad
+    acc = (_accumulate_scipy if sparse else _accumulate_torch)(prepared, flow, ph * pw)
+    # [B, C+2, H, W], a view (channel-last in memory after scipy)
     acc = acc.view(b, ph, pw, c2)[:, BORDER:h + BORDER, BORDER:w + BORDER].permute(0, 3, 1, 2)
     c = c2 - 2
     numerator, denominator, coverage = acc[:, :c], acc[:, c:c + 1], acc[:, c + 1:]
     # Where nothing landed both sums are exactly 0, so the quotient is 0 there.
-    out = numerator / denominator.clamp_min(torch.finfo(values.dtype).tiny)
-    return out, coverage
+    denominator = denominator.clamp_min(torch.finfo(values.dtype).tiny)
+    if torch.is_grad_enabled() and acc.requires_grad:
+        return numerator / denominator, coverage
+    return numerator.div_(denominator), coverage  # in the sums' own buffer
 
 
 def softmax_splat(source: torch.Tensor, flow: torch.Tensor, importance: torch.Tensor | None,
