@@ -129,6 +129,6 @@ class DefaultRenderer:
         flow = torch.from_numpy(np.ascontiguousarray(displacement, np.float32)).to(self.device)[None]
         with torch.no_grad():
             frame = splat_and_fill(self._prepared, flow, self.background_bias, inplace=True)
-        out = frame[0].permute(1, 2, 0).cpu().numpy()  # [H, W, C], a view when on the CPU
-        rgb_out = np.clip(out[:, :, :3], 0.0, 1.0, out=np.empty(out.shape[:2] + (3,), np.float32))
-        return rgb_out, (np.clip(out[:, :, 3], 0.0, 1.0) if self._has_alpha else None)
+        out = frame[0].permute(1, 2, 0).cpu()  # [H, W, C], a view when on the CPU
+        rgb_out = torch.clamp(out[:, :, :3], 0.0, 1.0, out=torch.empty(out.shape[:2] + (3,))).numpy()
+        return rgb_out, (out[:, :, 3].clamp(0.0, 1.0).numpy() if self._has_alpha else None)

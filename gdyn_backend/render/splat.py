@@ -34,6 +34,7 @@ import torch
 # underflows to exactly 0 for a pixel that has coverage.
 IMPORTANCE_RANGE = 60.0
 CHUNK_PIXELS = 1 << 20  # source pixels whose corners are computed per pass (bounds temporaries)
+PARALLEL_PIXELS = 1 << 19  # frames from this size up are multiplied on several threads
 BORDER = 2  # output border, in pixels, that catches everything landing outside (3 on the far sides)
 
 
@@ -134,7 +135,8 @@ def _accumulate_scipy(prepared: SplatSource, flow: torch.Tensor, cells: int) -> 
     h, w = prepared.height, prepared.width
     index_dtype = torch.int32 if b * cells < 2 ** 31 else torch.int64
     acc = np.zeros((b * cells, c2), values.numpy().dtype)
-    threads = max(1, torch.get_num_threads())
+    # Small frames run inline: handing a few milliseconds of work to a thread costs more than it saves.
+    threads = max(1, torch.get_num_threads()) if b * n >= PARALLEL_PIXELS else 1
     rows = max(1, min(CHUNK_PIXELS, -(-h * w // threads)) // w)
     batch_base = (torch.arange(b, dtype=index_dtype) * cells).view(b, 1)
     pending: deque = deque()
@@ -143,14 +145,19 @@ def _accumulate_scipy(prepared: SplatSource, flow: torch.Tensor, cells: int) -> 
         target = acc[first:first + sums.shape[0]]
         target += sums[:target.shape[0]]
 
+    def band(r0: int, r1: int) -> tuple:
+        cell, fx, fy = _landing(flow, r0, r1, index_dtype)
+        cell += batch_base
+        return (cell.view(-1).numpy(), fx.reshape(-1).numpy(), fy.reshape(-1).numpy(),
+                values[:, r0 * w:r1 * w].reshape(-1, c2).numpy(), w + 2 * BORDER + 1)
+
+    if threads == 1:
+        for r0 in range(0, h, rows):
+            add(*_product_band(*band(r0, min(h, r0 + rows))))
+        return torch.from_numpy(acc).view(b, cells, c2)
     with ThreadPoolExecutor(threads) as pool:
         for r0 in range(0, h, rows):
-            r1 = min(h, r0 + rows)
-            cell, fx, fy = _landing(flow, r0, r1, index_dtype)
-            cell += batch_base
-            pending.append(pool.submit(_product_band, cell.view(-1).numpy(), fx.reshape(-1).numpy(),
-                                       fy.reshape(-1).numpy(), values[:, r0 * w:r1 * w].reshape(-1, c2).numpy(),
-                                       w + 2 * BORDER + 1))
+            pending.append(pool.submit(_product_band, *band(r0, min(h, r0 + rows))))
             if len(pending) >= threads:
                 add(*pending.popleft().result())
         while pending:
