@@ -35,7 +35,7 @@ from gdyn_backend.progress import Progress
 
 DEFAULT_FRAMES = 150  # the paper's T: 5 s at 30 fps
 DEFAULT_FPS = 30.0
-WRITE_AHEAD = 2  # frames that may wait or encode while the next one renders
+WRITE_AHEAD = 1  # frames that may wait or encode while the next one renders
 MEMORY_LIMIT_ENV = "GDYN_MEMORY_LIMIT"
 DEFAULT_MEMORY_LIMIT = 4 << 30
 # Peak memory of `gdyn animate` = MEMORY_BASE + MEMORY_PER_PIXEL x still pixels (+ the alpha term),
@@ -114,7 +114,7 @@ def _image_header(image: Path) -> tuple[int, int, int, int] | None:
     try:
         with Image.open(image) as header:
             width, height, mode = header.width, header.height, header.mode
-    except Exception:  # not an image Pillow knows (EXR), unreadable, missing: left to io.read_image
+    except (OSError, ValueError):  # not an image Pillow knows (EXR), unreadable, missing: io.read_image says
         return None
     finally:
         Image.MAX_IMAGE_PIXELS = bomb_limit

@@ -23,12 +23,12 @@ Run with `-s` to print the tables the README quotes.
 import cv2
 import numpy as np
 import torch
+from synthetic import load_still, occlusion_scene, psnr, ssim, synthetic_still, warp_forward
 
 from gdyn_backend.bench.render import ReferenceRenderer
 from gdyn_backend.render.default import DefaultRenderer, importance_from_weights
 from gdyn_backend.render.holes import confidence_from_coverage, push_pull_fill
 from gdyn_backend.render.splat import softmax_splat
-from synthetic import load_still, occlusion_scene, psnr, ssim, synthetic_still, warp_forward
 
 W, H = 384, 240
 PHOTO_PAIRS = [("tulips_garden.jpg", "sunflowers.jpg"), ("leaf_on_twig.jpg", "tulips_yellow.jpg"),

@@ -2,17 +2,18 @@
 a frame count too large for the disk are refused with one line, nothing decoded, nothing written."""
 
 import json
+import os
 import subprocess
 import sys
 
 import cv2
 import numpy as np
 import pytest
+from synthetic import synthetic_still, tiny_inputs
 
 from gdyn_backend.bench.render import write_blank_png
 from gdyn_backend.cli import main
 from gdyn_backend.sequence import DEFAULT_MEMORY_LIMIT, MEMORY_LIMIT_ENV, ResourceEstimate, check_resources
-from synthetic import synthetic_still, tiny_inputs
 
 _PEAK_OF_CLI = """
 import json, sys
@@ -41,9 +42,9 @@ def test_16k_still_is_refused_before_it_is_decoded(tmp_path):
     so the process never holds the 768 MiB of decoded pixels."""
     image = write_blank_png(tmp_path / "huge.png", 16384, 16384)
     out = tmp_path / "out"
-    env = {k: v for k, v in __import__("os").environ.items() if k != MEMORY_LIMIT_ENV}
+    env = {k: v for k, v in os.environ.items() if k != MEMORY_LIMIT_ENV}
     done = subprocess.run([sys.executable, "-c", _PEAK_OF_CLI, "animate", str(image), "-o", str(out)],
-                          capture_output=True, text=True, env=env, timeout=300)
+                          capture_output=True, text=True, env=env, timeout=300, check=False)
     result = json.loads(done.stdout.strip().splitlines()[-1])
     err = done.stderr.strip()
     assert result["code"] == 2 and "\n" not in err and "Traceback" not in err, err

@@ -3,10 +3,10 @@
 import numpy as np
 import pytest
 import torch
+from synthetic import synthetic_still
 
 from gdyn_backend.render.holes import push_pull_fill
 from gdyn_backend.render.splat import prepare_splat, softmax_splat, splat_prepared
-from synthetic import synthetic_still
 
 
 def _image(h=40, w=56, c=3):

@@ -9,9 +9,11 @@ Needs no trained weights (DESIGN.md, "Renderer"). For each frame:
    petal wins by a factor exp(sharpness);
 2. RGB (and alpha) are forward-warped by the frame's displacement with
    `splat.softmax_splat`;
-3. disocclusion holes (coverage ~ 0) are filled by `holes.push_pull_fill`,
-   fed preferentially by low-importance (background) pixels, because what a
-   moving object uncovers is what was behind it.
+3. holes (coverage ~ 0) that open where a moving object stretches get the
+   object's own colours (`holes.stretch_samples`); disocclusions are filled
+   by `holes.push_pull_fill`, fed preferentially by low-importance
+   (background) pixels, because what a moving object uncovers is what was
+   behind it.
 
 The still, its importance and the fill weights are prepared once and reused
 while the caller passes the same arrays for every frame.
@@ -105,14 +107,6 @@ class DefaultRenderer:
                                        torch.from_numpy(z).to(self.device)[None, None])
         self._has_alpha = alpha is not None
         self._inputs = (rgb, alpha, weights)
-
-    @torch.no_grad()
-    def render_tensor(self, displacement: torch.Tensor) -> torch.Tensor:
-        """Render the prepared still: displacement [1, 2, H, W] pixels -> [1, C, H, W].
-
-        C is 3 (RGB) or 4 (RGBA), float32 0..1 on the renderer's device.
-        """
-        return splat_and_fill(self._prepared, displacement, self.background_bias, inplace=True).clamp_(0.0, 1.0)
 
     def render(self, rgb: np.ndarray, alpha: np.ndarray | None, displacement: np.ndarray,
                weights: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:

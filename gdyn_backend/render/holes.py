@@ -143,7 +143,7 @@ def push_pull_fill(image: torch.Tensor, confidence: torch.Tensor, source_weight:
     feed = confidence if source_weight is None else confidence * source_weight
     if bool((feed > 0).all()):
         return image
-    b, c, h, w = image.shape
+    h, w = image.shape[-2:]
     half = _coarse_fill(image, feed)
     batch, _, y, x = (confidence < 1.0).nonzero(as_tuple=True)  # ascending flat order
     fill = _upsampled_at(half, batch, y, x)  # [K, C]
@@ -222,7 +222,7 @@ def stretch_samples(prepared: SplatSource, flow: torch.Tensor, holes: torch.Tens
     quad = torch.stack([t00, t10, t01, t11], dim=1)  # [K, 4, 2]
     low = torch.floor(quad.amin(dim=1))
     high = quad.amax(dim=1)
-    span = int(math.ceil(float((high - low).amax()))) + 1
+    span = math.ceil(float((high - low).amax())) + 1
     steps = torch.arange(span, device=flow.device)
     offsets = torch.stack(torch.meshgrid(steps, steps, indexing="xy"), dim=-1)
     q = low[:, None, :] + offsets.reshape(1, -1, 2).to(low)  # [K, span^2, 2] candidate pixels

@@ -172,7 +172,7 @@ def _accumulate_torch(prepared: SplatSource, flow: torch.Tensor, cells: int) -> 
     returned transposed (a view).
     """
     values = prepared.values
-    b, n, c2 = values.shape
+    b, _, c2 = values.shape
     w = prepared.width
     acc = torch.zeros((c2, b * cells), device=values.device, dtype=values.dtype)
     batch_base = (torch.arange(b, device=values.device) * cells).view(b, 1)
