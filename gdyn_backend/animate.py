@@ -18,8 +18,8 @@ from gdyn_backend import io, params, pinning, spectral
 from gdyn_backend.errors import UserError
 from gdyn_backend.presets import DEFAULT_PRESET
 from gdyn_backend.progress import Progress
-from gdyn_backend.sequence import (DEFAULT_FPS, DEFAULT_FRAMES, RenderResult, check_sequence_options,
-                                   make_renderer, write_sequence)
+from gdyn_backend.sequence import (DEFAULT_FPS, DEFAULT_FRAMES, RenderResult, check_resources,
+                                   check_sequence_options, make_renderer, write_sequence)
 
 SOURCES = ("procedural", "model")
 
@@ -120,6 +120,7 @@ def animate(image, outdir, options: AnimateOptions | None = None,
     options = options or AnimateOptions()
     options.validate()
     progress = progress or Progress()
+    check_resources(image, outdir, options.frames, options.bit_depth)
     still = io.read_image(image)
     mask = io.read_mask(options.mask, still.width, still.height) if options.mask is not None else None
     renderer = make_renderer(options.renderer_checkpoint)

@@ -306,20 +306,21 @@ def _imwrite_atomic(path: Path, data: np.ndarray, params: tuple[int, ...] = ()) 
 
 def write_png(path, rgb: np.ndarray, alpha: np.ndarray | None = None, bit_depth: int = 8) -> None:
     """Write float RGB [H, W, 3] in 0..1 (+ alpha [H, W]) as 8- or 16-bit PNG."""
-    values = rgb[:, :, ::-1]
-    if alpha is not None:
-        values = np.concatenate([values, alpha[:, :, None]], axis=2)
     top = 255.0 if bit_depth == 8 else 65535.0
-    dtype = np.uint8 if bit_depth == 8 else np.uint16
-    _imwrite_atomic(Path(path), (np.clip(values, 0.0, 1.0) * top + 0.5).astype(dtype))
+    h, w = rgb.shape[:2]
+    scaled = np.empty((h, w, 3 if alpha is None else 4), np.float32)  # the one float copy, BGR(A)
+    np.multiply(rgb[:, :, ::-1], np.float32(top), out=scaled[:, :, :3])
+    if alpha is not None:
+        np.multiply(alpha, np.float32(top), out=scaled[:, :, 3])
+    np.clip(scaled, 0.0, top, out=scaled)
+    scaled += np.float32(0.5)
+    _imwrite_atomic(Path(path), scaled.astype(np.uint8 if bit_depth == 8 else np.uint16))
 
 
 def write_displacement_exr(path, displacement: np.ndarray) -> None:
     """Write a forward displacement [2, H, W] (pixels) as float EXR: R = x, G = y, B = 0."""
-    _, h, w = displacement.shape
-    bgr = np.zeros((h, w, 3), np.float32)
-    bgr[:, :, 2] = displacement[0]
-    bgr[:, :, 1] = displacement[1]
+    x, y = (np.asarray(c, np.float32) for c in displacement)
+    bgr = cv2.merge([np.zeros_like(x), y, x])
     # RLE: 8 ms a 512x320 frame against 33 ms for the default ZIP, and float
     # displacements barely compress either way (1.34 vs 1.30 MB).
     _imwrite_atomic(Path(path), bgr, (cv2.IMWRITE_EXR_COMPRESSION, cv2.IMWRITE_EXR_COMPRESSION_RLE))

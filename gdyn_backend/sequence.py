@@ -12,12 +12,16 @@ response of one) and hand it, with the volume that made it, to
 
 The pin mask follows `gdyn_backend.pinning`: the volume comes here already
 pinned, and this module cuts pinned pixels to exactly 0 at full resolution.
-Memory does not grow with the frame count: one displacement field and one
-frame exist at a time.
+Frames are encoded on two threads while the next one renders; at most
+`WRITE_AHEAD` finished frames wait to be written, so memory does not grow
+with the frame count.
 """
 
 from __future__ import annotations
 
+import os
+import shutil
+from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +35,14 @@ from gdyn_backend.progress import Progress
 
 DEFAULT_FRAMES = 150  # the paper's T: 5 s at 30 fps
 DEFAULT_FPS = 30.0
+WRITE_AHEAD = 1  # frames that may wait or encode while the next one renders
+MEMORY_LIMIT_ENV = "GDYN_MEMORY_LIMIT"
+DEFAULT_MEMORY_LIMIT = 4 << 30
+# Peak memory of `gdyn animate` = MEMORY_BASE + MEMORY_PER_PIXEL x still pixels (+ the alpha term),
+# fitted to measured peaks at 1024x640 to 3840x2160 (README, "Performance") and rounded up.
+MEMORY_BASE = 420 << 20
+MEMORY_PER_PIXEL = 160
+MEMORY_PER_ALPHA_PIXEL = 50
 VIDEO_SUFFIXES = (".mp4", ".gif")
 
 
@@ -58,6 +70,86 @@ def check_sequence_options(frames: int, fps: float, bit_depth: int | None, video
         raise UserError(f"--bit-depth must be 8 or 16, got {bit_depth}")
     if video is not None and Path(video).suffix.lower() not in VIDEO_SUFFIXES:
         raise UserError(f"--video must end in .mp4 or .gif, got {Path(video).name}")
+
+
+def memory_limit() -> int:
+    """Bytes a job may use: $GDYN_MEMORY_LIMIT ("6G", "6000M", "6442450944") or `DEFAULT_MEMORY_LIMIT`."""
+    text = os.environ.get(MEMORY_LIMIT_ENV, "").strip().upper()
+    if not text:
+        return DEFAULT_MEMORY_LIMIT
+    scale = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}.get(text[-1:], 1)
+    try:
+        value = float(text[:-1] if scale > 1 else text) * scale
+    except ValueError:
+        value = float("nan")
+    if not (np.isfinite(value) and value > 0):
+        raise UserError(f"{MEMORY_LIMIT_ENV} must be a size such as 6G or 6000M, got {text!r}")
+    return int(value)
+
+
+@dataclass
+class ResourceEstimate:
+    """What a job on a width x height still needs, in bytes: peak memory and disk for all frames."""
+
+    memory: int
+    disk: int
+
+    @classmethod
+    def of(cls, width: int, height: int, channels: int, bit_depth: int, frames: int) -> ResourceEstimate:
+        """channels: 3 (RGB) or 4 (with alpha) of the still; bit_depth of the PNG frames."""
+        pixels = width * height
+        memory = MEMORY_BASE + pixels * (MEMORY_PER_PIXEL + (MEMORY_PER_ALPHA_PIXEL if channels == 4 else 0))
+        png = pixels * channels * bit_depth // 8 // 2  # 8-bit photos compress about 2x and more at level 1
+        exr = pixels * 8 + 4096  # float R and G barely compress; the zero B channel does
+        return cls(int(memory), int(frames) * (png + exr))
+
+
+def _image_header(image: Path) -> tuple[int, int, int, int] | None:
+    """(width, height, channels, bit depth) from the image file's header, without decoding it,
+    or None when Pillow cannot tell (then the decoder reports any problem)."""
+    from PIL import Image
+
+    bomb_limit = Image.MAX_IMAGE_PIXELS
+    Image.MAX_IMAGE_PIXELS = None  # only the header is read: no bomb to fear
+    try:
+        with Image.open(image) as header:
+            width, height, mode = header.width, header.height, header.mode
+    except (OSError, ValueError):  # not an image Pillow knows (EXR), unreadable, missing: io.read_image says
+        return None
+    finally:
+        Image.MAX_IMAGE_PIXELS = bomb_limit
+    channels = 4 if mode in ("RGBA", "LA", "PA", "RGBa", "La") or "A" in mode else 3
+    return width, height, channels, 16 if mode.startswith("I;16") or mode in ("I", "F") else 8
+
+
+def check_resources(image, outdir, frames: int, bit_depth: int | None) -> ResourceEstimate | None:
+    """Refuse, with one line, a job whose still needs more memory than `memory_limit()` or whose
+    frames need more disk than is free where OUTDIR will be written. Reads only the image's header,
+    so a still too large to decode is refused before it is decoded. Returns the estimate (None when
+    the header cannot be read)."""
+    header = _image_header(Path(image))
+    if header is None:
+        return None
+    width, height, channels, depth = header
+    estimate = ResourceEstimate.of(width, height, channels, int(bit_depth or depth), int(frames))
+    limit = memory_limit()
+    if estimate.memory > limit:
+        per_pixel = (estimate.memory - MEMORY_BASE) / (width * height)
+        side = int(np.sqrt(max(limit - MEMORY_BASE, 0) / per_pixel * width / height))  # the width that fits
+        raise UserError(f"a {width}x{height} still needs about {estimate.memory / 2 ** 30:.1f} GiB of memory to "
+                        f"animate, more than the {limit / 2 ** 30:.1f} GiB allowed; downscale it to about "
+                        f"{side} px wide, or raise {MEMORY_LIMIT_ENV} (e.g. {MEMORY_LIMIT_ENV}="
+                        f"{int(np.ceil(estimate.memory / 2 ** 30))}G) if this machine has the memory")
+    folder = Path(outdir).resolve().parent
+    while not folder.exists():
+        folder = folder.parent
+    free = shutil.disk_usage(folder).free
+    if estimate.disk > free:
+        fits = max(int(free // max(estimate.disk // max(int(frames), 1), 1)), 0)
+        raise UserError(f"{int(frames)} frames of {width}x{height} need about {estimate.disk / 1e9:,.1f} GB on "
+                        f"disk, but {folder} has {free / 1e9:,.1f} GB free; ask for at most {fits} frames, "
+                        "or write to a larger disk")
+    return estimate
 
 
 def make_renderer(checkpoint: Path | None = None):
@@ -92,6 +184,54 @@ def full_resolution_displacement(displacement: np.ndarray, width: int, height: i
     return pinning.cut(full, mask)
 
 
+class _FrameWriter:
+    """Writes each frame's PNG and EXR on worker threads while the caller renders the next frame.
+
+    At most `WRITE_AHEAD` frames wait or encode at a time, so memory stays
+    bounded; `submit` blocks until older frames are on disk and returns how
+    many frames it saw finish (in order). A failed write is raised by the
+    next `submit` or by `finish`. `close` waits for every running write, so
+    nothing is written after it returns (the output folder can be removed).
+    """
+
+    def __init__(self, outdir: Path, bit_depth: int):
+        from concurrent.futures import ThreadPoolExecutor
+
+        self.outdir, self.bit_depth = outdir, bit_depth
+        self._pool = ThreadPoolExecutor(2, thread_name_prefix="gdyn-write")  # a PNG and an EXR at once
+        self._pending: deque = deque()
+
+    def submit(self, index: int, rgb: np.ndarray, alpha: np.ndarray | None, displacement: np.ndarray) -> int:
+        self._pending.append((
+            self._pool.submit(io.write_displacement_exr, self.outdir / "displacement" / f"{index:04d}.exr",
+                              displacement),
+            self._pool.submit(io.write_png, self.outdir / "frames" / f"{index:04d}.png", rgb, alpha,
+                              self.bit_depth)))
+        return self._wait(WRITE_AHEAD)
+
+    def finish(self) -> int:
+        return self._wait(0)
+
+    def _wait(self, keep: int) -> int:
+        done = 0
+        while len(self._pending) > keep:
+            for future in self._pending.popleft():
+                future.result()
+            done += 1
+        return done
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _advance(progress: Progress, frames: int) -> None:
+    """Report frames now on disk; with none, still honour a cancel."""
+    if frames:
+        progress.advance(frames)
+    else:
+        progress.check()
+
+
 def render_sequence(still: io.Still, displacements: Iterable[np.ndarray], weights: np.ndarray,
                     outdir: Path, *, fps: float, renderer=None, mask: np.ndarray | None = None,
                     bit_depth: int = 8, video: Path | None = None,
@@ -112,7 +252,8 @@ def render_sequence(still: io.Still, displacements: Iterable[np.ndarray], weight
                    0 in every displacement and the weights (`pinning`), or None.
     bit_depth:     8 or 16 for the PNG frames.
     video:         .mp4/.gif path to also write (atomic), or None.
-    progress:      advanced once per frame (stage "rendering", `total` frames).
+    progress:      advanced once per frame written (stage "rendering", `total` frames).
+    Frames are encoded on two threads while the next one renders (`_FrameWriter`).
     Returns the number of frames written.
     """
     outdir = Path(outdir)
@@ -124,27 +265,28 @@ def render_sequence(still: io.Still, displacements: Iterable[np.ndarray], weight
     full_weights = full_resolution_weights(weights, width, height, mask)
     (outdir / "frames").mkdir(parents=True, exist_ok=True)
     (outdir / "displacement").mkdir(parents=True, exist_ok=True)
-    writer = io.VideoWriter(video, fps) if video is not None else None
+    writer = _FrameWriter(outdir, bit_depth)
+    video_writer = io.VideoWriter(video, fps) if video is not None else None
     progress.start("rendering", total or 0)
     count = 0
     try:
         for displacement in displacements:
-            full = full_resolution_displacement(displacement, width, height, mask)
-            if not np.isfinite(full).all():
+            if not np.isfinite(displacement).all():
                 raise UserError(f"motion of frame {count} contains NaN or infinite values")
+            full = full_resolution_displacement(displacement, width, height, mask)
             rgb, alpha = renderer.render(still.rgb, still.alpha, full, full_weights)
-            io.write_displacement_exr(outdir / "displacement" / f"{count:04d}.exr", full)
-            io.write_png(outdir / "frames" / f"{count:04d}.png", rgb, alpha, bit_depth)
-            if writer is not None:
-                writer.append(rgb)
+            if video_writer is not None:
+                video_writer.append(rgb)
+            _advance(progress, writer.submit(count, rgb, alpha, full))
             count += 1
-            progress.advance()
-        if writer is not None:
-            writer.close()
-            writer = None
+        _advance(progress, writer.finish())
+        if video_writer is not None:
+            video_writer.close()
+            video_writer = None
     finally:
-        if writer is not None:
-            writer.abort()
+        writer.close()
+        if video_writer is not None:
+            video_writer.abort()
     return count
 
 

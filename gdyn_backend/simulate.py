@@ -30,7 +30,8 @@ import numpy as np
 from gdyn_backend import dynamics, io, params, pinning, spectral
 from gdyn_backend.errors import UserError
 from gdyn_backend.progress import Progress
-from gdyn_backend.sequence import DEFAULT_FPS, DEFAULT_FRAMES, RenderResult, check_sequence_options, write_sequence
+from gdyn_backend.sequence import (DEFAULT_FPS, DEFAULT_FRAMES, RenderResult, check_resources,
+                                   check_sequence_options, write_sequence)
 
 DRAG_EASE_S = 0.2  # a scheduled drag pulls its point to the offset over this long (seconds)
 
@@ -170,6 +171,7 @@ def simulate(image, outdir, options: SimulateOptions, progress: Progress | None 
     """
     options.validate()
     frames, fps = int(options.frames), float(options.fps)
+    check_resources(image, outdir, frames, options.bit_depth)
     still = io.read_image(image)
     volume = spectral.load_volume(options.motion)
     if not (volume.frequencies_hz > 0).any():

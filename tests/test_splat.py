@@ -3,10 +3,10 @@
 import numpy as np
 import pytest
 import torch
+from synthetic import synthetic_still
 
 from gdyn_backend.render.holes import push_pull_fill
-from gdyn_backend.render.splat import softmax_splat
-from synthetic import synthetic_still
+from gdyn_backend.render.splat import prepare_splat, softmax_splat, splat_prepared
 
 
 def _image(h=40, w=56, c=3):
@@ -61,7 +61,7 @@ def test_subpixel_shift_of_photo_like_image_equals_bilinear_resample():
 
 
 def test_zero_flow_is_identity_bit_exact_after_quantisation():
-    src = _image()
+    src = torch.round(_image() * 255) / 255  # an 8-bit still, as frames come from
     out, cov = softmax_splat(src, torch.zeros(1, 2, *src.shape[2:]), torch.randn(1, 1, *src.shape[2:]) * 20)
     assert torch.allclose(out, src, atol=1e-6, rtol=0)
     assert torch.equal(cov, torch.ones_like(cov))
@@ -101,6 +101,27 @@ def test_batch_items_are_independent():
     one_b, cov_b = softmax_splat(b, flows[1:], None)
     assert torch.allclose(both[:1], one_a, atol=1e-6) and torch.allclose(both[1:], one_b, atol=1e-6)
     assert torch.allclose(cov, torch.cat([cov_a, cov_b]))
+
+
+def test_sparse_product_and_index_add_agree():
+    """On the CPU without autograd the sums are a scipy.sparse product, cut into bands on
+    several threads; with autograd (and on CUDA) torch index_add_ accumulates them. Both agree
+    to float rounding, for a batch and for an image large enough to be cut into bands, and a
+    gradient flows through the index_add_ path."""
+    g = torch.Generator().manual_seed(3)
+    for b, h, w in ((2, 40, 56), (1, 700, 800)):
+        src = torch.rand(b, 3, h, w, generator=g)
+        flow = torch.randn(b, 2, h, w, generator=g) * 4
+        z = torch.rand(b, 1, h, w, generator=g) * 5
+        torch.set_num_threads(2)
+        prepared = prepare_splat(src, z)
+        fast, cov = splat_prepared(prepared, flow, sparse=True)
+        slow, cov_slow = splat_prepared(prepared, flow, sparse=False)
+        assert torch.allclose(fast, slow, atol=2e-5) and torch.allclose(cov, cov_slow, atol=2e-5)
+        leaf = src.clone().requires_grad_(True)
+        auto, _ = softmax_splat(leaf, flow, z)  # autograd: the index_add_ path
+        auto.sum().backward()
+        assert torch.allclose(auto.detach(), fast, atol=2e-5) and float(leaf.grad.abs().sum()) > 0
 
 
 def test_push_pull_keeps_covered_pixels_and_fills_holes_smoothly():

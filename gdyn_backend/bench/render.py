@@ -1,14 +1,21 @@
-"""`gdyn bench` section `render`: default renderer speed and streaming memory.
+"""`gdyn bench` section `render`: the default renderer's speed, a 4K plate streamed to disk, huge stills.
+
+Every speed has its baseline measured in the same run: `ReferenceRenderer`,
+the default renderer as it was before the sparse-product splat (torch
+`index_add_` per corner, channel-first; push-pull computed densely at full
+size; no stretch fill), with frames written one after the other.
 
 Rows:
-- frames per second of the default renderer (softmax splat + push-pull fill,
-  numpy in and out, as `gdyn animate` calls it) at 512x288 and 1920x1080 on
-  the bench's CPU threads, and of a naive scatter-add splat measured in the
-  same run (`numpy.add.at` per corner and channel, weights recomputed each
-  frame, no hole filling) with the ratio;
+- frames per second of the default renderer (numpy in and out, as `gdyn
+  animate` calls it) at 512x288 and 1920x1080, and of the reference, with
+  the ratio;
 - on CUDA, when present: the default renderer at 1920x1080 and 3840x2160;
-- peak resident memory of `sequence.render_sequence` writing frames, maps
-  of a 3840x2160 still for 300 frames (2 in quick mode), in a fresh process.
+- a 3840x2160 still animated from quarter-resolution motion and written to
+  PNG + EXR (`sequence.render_sequence`, frames encoded while the next
+  renders), seconds per frame and peak memory, each in a fresh process,
+  against the reference rendering and writing in turn;
+- a 16384x16384 still given to `animate.animate`: what happens (the refusal
+  line, or the frames written) and the peak memory.
 """
 
 from __future__ import annotations
@@ -18,6 +25,8 @@ import subprocess
 import sys
 
 import numpy as np
+import torch
+import torch.nn.functional as F
 
 from gdyn_backend.bench import best_time
 
@@ -37,46 +46,44 @@ def _scene(width: int, height: int, seed: int = 0):
     return rgb, disp, weights
 
 
-def naive_splat(rgb: np.ndarray, displacement: np.ndarray, weights: np.ndarray) -> np.ndarray:
-    """Baseline: softmax splatting written directly with numpy scatter-adds.
+class ReferenceRenderer:
+    """The baseline: the default renderer before this version, with `DefaultRenderer.render`'s contract.
 
-    rgb [H, W, 3], displacement [2, H, W] pixels, weights [H, W]. No fill.
+    The same splat sums through torch `index_add_` (`splat_prepared(..., sparse=False)`), and the
+    push-pull fill's finest level computed densely at full size; no stretch fill.
     """
-    h, w = weights.shape
-    ys, xs = np.mgrid[0:h, 0:w]
-    tx, ty = xs + displacement[0], ys + displacement[1]
-    x0, y0 = np.floor(tx).astype(np.int64), np.floor(ty).astype(np.int64)
-    z = np.exp(weights - weights.max())
-    num = np.zeros((h, w, 3))
-    den = np.zeros((h, w))
-    for dx in (0, 1):
-        for dy in (0, 1):
-            cx, cy = x0 + dx, y0 + dy
-            bw = (1 - np.abs(tx - cx)) * (1 - np.abs(ty - cy)) * z
-            ok = (cx >= 0) & (cx < w) & (cy >= 0) & (cy < h)
-            for c in range(3):
-                np.add.at(num[:, :, c], (cy[ok], cx[ok]), (bw * rgb[:, :, c])[ok])
-            np.add.at(den, (cy[ok], cx[ok]), bw[ok])
-    return (num / np.maximum(den, 1e-12)[..., None]).astype(np.float32)
+
+    def __init__(self, sharpness: float = 5.0, background_bias: float = 10.0):
+        from gdyn_backend.render.default import DefaultRenderer
+
+        self._default = DefaultRenderer(sharpness, background_bias, device="cpu")
+
+    @torch.no_grad()
+    def render(self, rgb, alpha, displacement, weights):
+        from gdyn_backend.render.holes import _coarse_fill, confidence_from_coverage
+        from gdyn_backend.render.splat import splat_prepared
+
+        default = self._default
+        default._prepare(rgb, alpha, weights)
+        flow = torch.from_numpy(np.ascontiguousarray(displacement, np.float32))[None]
+        warped, coverage = splat_prepared(default._prepared, flow, sparse=False)
+        confidence = confidence_from_coverage(coverage)
+        feed = confidence * torch.exp(-default.background_bias * warped[:, -1:].clamp_min(0.0))
+        image = warped[:, :-1]
+        if not bool((feed > 0).all()):
+            up = F.interpolate(_coarse_fill(image, feed), scale_factor=2.0, mode="bilinear", align_corners=False)
+            image = torch.lerp(up[..., :image.shape[-2], :image.shape[-1]], image, confidence)
+        out = np.moveaxis(image.clamp_(0.0, 1.0)[0].numpy(), 0, 2)
+        return np.ascontiguousarray(out[:, :, :3]), (np.ascontiguousarray(out[:, :, 3]) if alpha is not None else None)
 
 
-def _renderer_fps(renderer, width: int, height: int, repeats: int) -> float:
+def _fps(renderer, width: int, height: int, repeats: int) -> float:
     rgb, disp, weights = _scene(width, height)
     return 1.0 / best_time(lambda: renderer.render(rgb, None, disp, weights), repeats)
 
 
-_MEMORY_SCRIPT = r"""
-import json, resource, sys, tempfile
-import numpy as np
-from gdyn_backend import io
-from gdyn_backend.sequence import render_sequence
-from gdyn_backend.bench.render import _scene
-import torch, cv2
-torch.set_num_threads({threads}); cv2.setNumThreads({threads})
-w, h, n = 3840, 2160, {frames}
-rgb, disp, weights = _scene(w // 4, h // 4)  # motion at a quarter of the resolution
-still = io.Still(cv2.resize(rgb, (w, h)), None, 8)
-def rss():
+_PEAK = r"""
+def peak_mib():
     # Peak of this process's own memory (MiB). VmHWM starts fresh at exec;
     # ru_maxrss would carry the parent's peak across fork+exec on Linux (the
     # model section before this one holds ~16 GiB).
@@ -87,56 +94,99 @@ def rss():
                     return int(line.split()[1]) / 1024.0
     except OSError:
         pass
+    import resource
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
-marks = {{}}
-def frames():
-    for i in range(n):
-        if i == min(2, n - 1):  # frames 0 and 1 are done
-            marks["early"] = rss()
-        yield disp * np.float32(np.sin(i / 10.0))
+"""
+
+_STREAM_SCRIPT = _PEAK + r"""
+import json, sys, tempfile, time
+import cv2, numpy as np, torch
+from gdyn_backend import io
+from gdyn_backend.bench.render import ReferenceRenderer, _scene
+from gdyn_backend.sequence import full_resolution_displacement, full_resolution_weights, render_sequence
+torch.set_num_threads({threads}); cv2.setNumThreads({threads})
+w, h, n, reference = 3840, 2160, {frames}, {reference}
+rgb, disp, weights = _scene(w // 4, h // 4)  # motion at a quarter of the resolution
+still = io.Still(cv2.resize(rgb, (w, h)), None, 8)
+motion = [disp * np.float32(np.sin(i / 10.0)) for i in range(n)]
 with tempfile.TemporaryDirectory() as tmp:
-    import time
     t0 = time.perf_counter()
-    count = render_sequence(still, frames(), weights, tmp, fps=30.0)
-    marks["seconds"] = time.perf_counter() - t0
-marks["peak"] = rss()
-marks["frames"] = count
-print(json.dumps(marks))
+    if reference:  # the baseline: render, then write, one frame after the other
+        renderer, full_weights = ReferenceRenderer(), full_resolution_weights(weights, w, h)
+        for i, d in enumerate(motion):
+            full = full_resolution_displacement(d, w, h)
+            out, _ = renderer.render(still.rgb, None, full, full_weights)
+            io.write_displacement_exr(f"{{tmp}}/{{i:04d}}.exr", full)
+            io.write_png(f"{{tmp}}/{{i:04d}}.png", out)
+    else:
+        render_sequence(still, iter(motion), weights, tmp, fps=30.0)
+    seconds = time.perf_counter() - t0
+print(json.dumps({{"seconds": seconds / n, "peak": peak_mib(), "frames": n}}))
+"""
+
+_HUGE_SCRIPT = _PEAK + r"""
+import json, sys, tempfile, time
+from pathlib import Path
+from gdyn_backend.animate import AnimateOptions, animate
+from gdyn_backend.bench.render import write_blank_png
+from gdyn_backend.errors import UserError
+with tempfile.TemporaryDirectory() as tmp:
+    image = write_blank_png(Path(tmp) / "huge.png", {side}, {side})
+    try:
+        done = animate(image, Path(tmp) / "out", AnimateOptions(frames=2))
+        outcome = f"{{done.frames}} frames written"
+    except UserError as exc:
+        outcome = "refused: " + str(exc)
+print(json.dumps({{"outcome": outcome, "peak": peak_mib()}}))
 """
 
 
-def _memory(frames: int, threads: int) -> dict:
-    script = _MEMORY_SCRIPT.format(frames=frames, threads=threads)
+def write_blank_png(path, width: int, height: int):
+    """A valid 8-bit grey PNG of any size, streamed row by row (a 16384x16384 one is ~1 MB)."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    packer, row = zlib.compressobj(9), b"\x00" + b"\x80" * (3 * width)  # filter byte + RGB
+    data = b"".join(packer.compress(row) for _ in range(height)) + packer.flush()
+    with open(path, "wb") as f:
+        f.write(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
+                + chunk(b"IDAT", data) + chunk(b"IEND", b""))
+    return path
+
+
+def _subprocess(script: str) -> dict:
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def run(table, quick: bool) -> None:
-    import torch
-
     from gdyn_backend.render.default import DefaultRenderer
 
     threads = torch.get_num_threads()
-    cpu = DefaultRenderer(device="cpu")
-    sizes = SIZES[:1] if quick else SIZES
-    for width, height in sizes:
-        fps = _renderer_fps(cpu, width, height, 2 if quick else 5)
-        rgb, disp, weights = _scene(width, height)
-        naive = 1.0 / best_time(lambda: naive_splat(rgb, disp, weights), 1, warmup=0 if quick else 1)
+    default, reference = DefaultRenderer(device="cpu"), ReferenceRenderer()
+    for (width, height), target in zip(SIZES[:1] if quick else SIZES, ("150 fps", "15 fps")):
+        repeats = 2 if quick else 10
+        fps, base = _fps(default, width, height, repeats), _fps(reference, width, height, repeats)
         table.add("render", f"default renderer {width}x{height} CPU", f"{fps:.1f} fps",
-                  f"{threads} threads; target 25 fps at 512x288")
-        table.add("render", f"naive scatter-add splat {width}x{height} CPU", f"{naive:.2f} fps",
-                  "numpy add.at, no hole fill (baseline)")
-        table.add("render", f"speed-up over naive {width}x{height}", f"{fps / naive:.1f}x", "target 3x")
+                  f"{threads} threads; reference (before) {base:.1f} fps: {fps / base:.2f}x; target {target}")
     if torch.cuda.is_available():
         gpu = DefaultRenderer(device="cuda")
         for width, height in ((1920, 1080), (3840, 2160)):
-            fps = _renderer_fps(gpu, width, height, 3 if quick else 10)
+            fps = _fps(gpu, width, height, 3 if quick else 10)
             table.add("render", f"default renderer {width}x{height} CUDA", f"{fps:.1f} fps",
                       torch.cuda.get_device_name(0) + ", numpy in/out included")
-    frames = 2 if quick else 300
-    mem = _memory(frames, threads)
-    table.add("render", f"peak RSS, 3840x2160 still, {mem['frames']} frames streamed",
-              f"{mem['peak']:.0f} MiB",
-              f"after 2 frames {mem['early']:.0f} MiB; {mem['seconds'] / mem['frames']:.2f} s/frame "
-              "incl. PNG+EXR; target < 2048 MiB")
+    frames = 2 if quick else 60
+    new = _subprocess(_STREAM_SCRIPT.format(threads=threads, frames=frames, reference=False))
+    old = _subprocess(_STREAM_SCRIPT.format(threads=threads, frames=min(frames, 10), reference=True))
+    table.add("render", f"3840x2160 still, {new['frames']} frames rendered + written (PNG + EXR)",
+              f"{new['seconds']:.2f} s/frame, peak {new['peak']:.0f} MiB",
+              f"reference rendering then writing ({old['frames']} frames): {old['seconds']:.2f} s/frame "
+              f"({old['seconds'] / new['seconds']:.2f}x), peak {old['peak']:.0f} MiB; "
+              "target <= 0.8 s/frame, < 2048 MiB")
+    if not quick:
+        huge = _subprocess(_HUGE_SCRIPT.format(side=16384))
+        table.add("render", "16384x16384 still, gdyn animate", huge["outcome"],
+                  f"peak {huge['peak']:.0f} MiB; target < 4096 MiB")

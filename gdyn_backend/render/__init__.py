@@ -1,7 +1,8 @@
 """Rendering frames from a still and displacement fields (paper §5).
 
 `splat.softmax_splat` is the one forward warp; `default.DefaultRenderer`
-(motion-weighted softmax splatting + `holes.push_pull_fill`) needs no
-trained weights; `learned.LearnedRenderer` is the optional feature-pyramid
-network loaded from a safetensors checkpoint.
+(motion-weighted softmax splatting, stretch holes filled from the object,
+`holes.push_pull_fill` for disocclusions) needs no trained weights;
+`learned.LearnedRenderer` is the optional feature-pyramid network loaded
+from a safetensors checkpoint.
 """

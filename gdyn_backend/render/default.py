@@ -9,9 +9,11 @@ Needs no trained weights (README.md, "How frames are rendered"). For each frame:
    petal wins by a factor exp(sharpness);
 2. RGB (and alpha) are forward-warped by the frame's displacement with
    `splat.softmax_splat`;
-3. disocclusion holes (coverage ~ 0) are filled by `holes.push_pull_fill`,
-   fed preferentially by low-importance (background) pixels, because what a
-   moving object uncovers is what was behind it.
+3. holes (coverage ~ 0) that open where a moving object stretches get the
+   object's own colours (`holes.stretch_samples`); disocclusions are filled
+   by `holes.push_pull_fill`, fed preferentially by low-importance
+   (background) pixels, because what a moving object uncovers is what was
+   behind it.
 
 The still, its importance and the fill weights are prepared once and reused
 while the caller passes the same arrays for every frame.
@@ -23,8 +25,8 @@ import numpy as np
 import torch
 
 from gdyn_backend.device import torch_device
-from gdyn_backend.render.holes import confidence_from_coverage, push_pull_fill
-from gdyn_backend.render.splat import prepare_splat, softmax_splat, splat_prepared
+from gdyn_backend.render.holes import HoleSamples, confidence_from_coverage, push_pull_fill, stretch_samples
+from gdyn_backend.render.splat import SplatSource, prepare_splat, splat_prepared
 
 
 def importance_from_weights(weights: np.ndarray, sharpness: float) -> np.ndarray:
@@ -38,16 +40,25 @@ def importance_from_weights(weights: np.ndarray, sharpness: float) -> np.ndarray
     return (np.float32(sharpness / reference) * weights).astype(np.float32)
 
 
-def fill_holes(warped: torch.Tensor, coverage: torch.Tensor, background_bias: float) -> torch.Tensor:
-    """Push-pull fill of a splat whose last channel is the splatted Z / sharpness.
+def splat_and_fill(prepared: SplatSource, flow: torch.Tensor, background_bias: float,
+                   inplace: bool = False) -> torch.Tensor:
+    """Steps 2 and 3 of the default renderer on a prepared source whose last channel is Z / sharpness.
 
-    warped [B, C+1, H, W], coverage [B, 1, H, W] -> [B, C, H, W]; pixels that
+    prepared: `prepare_splat` of [B, C+1, H, W] (C image channels, then Z /
+    sharpness) with importance Z; flow [B, 2, H, W] pixels. Returns [B, C, H, W]
+    (channel-last in memory): the splat, its stretch holes filled from the
+    object (`holes.stretch_samples`), the rest by push-pull, where pixels that
     were moving foreground (Z / sharpness near 1) feed the fill with weight
-    exp(-background_bias), static background with weight 1.
+    exp(-background_bias), static background with weight 1. inplace: reuse the
+    splat's buffer (no autograd).
     """
+    warped, coverage = splat_prepared(prepared, flow)
     confidence = confidence_from_coverage(coverage)
+    stretched = stretch_samples(prepared, flow, confidence < 1.0)
+    if stretched is not None:
+        stretched = HoleSamples(stretched.pixels, stretched.values[:, :-1])
     background = torch.exp(-background_bias * warped[:, -1:].clamp_min(0.0))
-    return push_pull_fill(warped[:, :-1], confidence, background)
+    return push_pull_fill(warped[:, :-1], confidence, background, stretched, inplace)
 
 
 def render_batch(source: torch.Tensor, flow: torch.Tensor, importance: torch.Tensor,
@@ -57,9 +68,8 @@ def render_batch(source: torch.Tensor, flow: torch.Tensor, importance: torch.Ten
     source [B, C, H, W] 0..1; flow [B, 2, H, W] pixels; importance [B, 1, H, W]
     = `importance_from_weights(W, sharpness)`. Returns [B, C, H, W].
     """
-    warped, coverage = softmax_splat(torch.cat([source, importance / max(sharpness, 1e-6)], dim=1),
-                                     flow, importance)
-    return fill_holes(warped, coverage, background_bias)
+    prepared = prepare_splat(torch.cat([source, importance / max(sharpness, 1e-6)], dim=1), importance)
+    return splat_and_fill(prepared, flow, background_bias)
 
 
 class DefaultRenderer:
@@ -98,15 +108,6 @@ class DefaultRenderer:
         self._has_alpha = alpha is not None
         self._inputs = (rgb, alpha, weights)
 
-    @torch.no_grad()
-    def render_tensor(self, displacement: torch.Tensor) -> torch.Tensor:
-        """Render the prepared still: displacement [1, 2, H, W] pixels -> [1, C, H, W].
-
-        C is 3 (RGB) or 4 (RGBA), float32 0..1 on the renderer's device.
-        """
-        warped, coverage = splat_prepared(self._prepared, displacement)
-        return fill_holes(warped, coverage, self.background_bias).clamp_(0.0, 1.0)
-
     def render(self, rgb: np.ndarray, alpha: np.ndarray | None, displacement: np.ndarray,
                weights: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         """One frame.
@@ -120,6 +121,8 @@ class DefaultRenderer:
         """
         self._prepare(rgb, alpha, weights)
         flow = torch.from_numpy(np.ascontiguousarray(displacement, np.float32)).to(self.device)[None]
-        out = self.render_tensor(flow)[0].cpu().numpy()
-        rgb_out = np.ascontiguousarray(np.moveaxis(out[:3], 0, 2))
-        return rgb_out, (np.ascontiguousarray(out[3]) if self._has_alpha else None)
+        with torch.no_grad():
+            frame = splat_and_fill(self._prepared, flow, self.background_bias, inplace=True)
+        out = frame[0].permute(1, 2, 0).cpu()  # [H, W, C], a view when on the CPU
+        rgb_out = torch.clamp(out[:, :, :3], 0.0, 1.0, out=torch.empty(out.shape[:2] + (3,))).numpy()
+        return rgb_out, (out[:, :, 3].clamp(0.0, 1.0).numpy() if self._has_alpha else None)
