@@ -66,9 +66,9 @@ def read_image(path, what: str = "image") -> Still:
     encoded = path.read_bytes()
     if not encoded:
         raise UserError(f"{what} file is empty: {path}")
-    declared = _declared_size(encoded)
+    declared = image_header(path)
     if declared is not None:
-        _check_pixels(path, *declared, what)
+        _check_pixels(path, declared.width, declared.height, what)
     if encoded.startswith(_JPEG_START) and _jpeg_truncated(encoded):
         raise UserError(f"{what} {path} is truncated (its JPEG data stops before the end marker); "
                         "the file is damaged or was not copied whole: copy it again")
@@ -111,32 +111,27 @@ def _check_pixels(path: Path, width: int, height: int, what: str) -> None:
                         f"(limit {MAX_IMAGE_PIXELS} pixels); downscale it first")
 
 
-_PNG_START, _JPEG_START, _JPEG_END = b"\x89PNG\r\n\x1a\n", b"\xff\xd8", b"\xff\xd9"
-# JPEG start-of-frame markers (they hold the size): C0..CF but DHT (C4), JPG (C8) and DAC (CC).
-_JPEG_FRAMES = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
+_JPEG_START, _JPEG_END = b"\xff\xd8", b"\xff\xd9"
 _JPEG_SCAN = 0xDA
 
 
-def _jpeg_header(data: bytes) -> tuple[tuple[int, int] | None, int | None]:
-    """((width, height) of the frame header or None, offset of the first scan's data or None).
+def _jpeg_scan_start(data: bytes) -> int | None:
+    """Offset of a JPEG's first scan data (after its SOS segment), or None when there is none.
 
     Walks the marker segments from the start (each says its length, so an
     EXIF thumbnail inside APP1 is skipped whole) up to the first scan (SOS).
     """
-    size, pos = None, 2
+    pos = 2
     while pos + 4 <= len(data) and data[pos] == 0xFF:
         marker = data[pos + 1]
         if marker == 0xFF:  # fill byte
             pos += 1
             continue
         length = int.from_bytes(data[pos + 2:pos + 4], "big")
-        if marker in _JPEG_FRAMES and pos + 9 <= len(data):
-            height, width = int.from_bytes(data[pos + 5:pos + 7], "big"), int.from_bytes(data[pos + 7:pos + 9], "big")
-            size = (width, height)
         if marker == _JPEG_SCAN:
-            return size, pos + 2 + length
+            return pos + 2 + length
         pos += 2 + length
-    return size, None
+    return None
 
 
 def _jpeg_truncated(data: bytes) -> bool:
@@ -146,17 +141,36 @@ def _jpeg_truncated(data: bytes) -> bool:
     file") and fills the missing part with grey. Scan data escapes every
     0xFF byte, so FFD9 after the first scan can only be the end marker.
     """
-    _, scan = _jpeg_header(data)
+    scan = _jpeg_scan_start(data)
     return scan is not None and data.find(_JPEG_END, scan) < 0
 
 
-def _declared_size(data: bytes) -> tuple[int, int] | None:
-    """(width, height) that a PNG or JPEG header declares, read without decoding; None otherwise."""
-    if data.startswith(_PNG_START) and data[12:16] == b"IHDR" and len(data) >= 24:
-        return int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
-    if data.startswith(_JPEG_START):
-        return _jpeg_header(data)[0]
-    return None
+@dataclass(frozen=True)
+class ImageHeader:
+    """What an image file's header declares: size in pixels, channels (3, or 4 with alpha), bit depth."""
+
+    width: int
+    height: int
+    channels: int
+    bit_depth: int
+
+
+def image_header(path) -> ImageHeader | None:
+    """The header of an image file, read without decoding the pixels (so a huge or hostile
+    file costs nothing); None when Pillow cannot read it (EXR, not an image, missing)."""
+    from PIL import Image
+
+    bomb_limit = Image.MAX_IMAGE_PIXELS
+    Image.MAX_IMAGE_PIXELS = None  # only the header is read: no bomb to fear
+    try:
+        with Image.open(path) as header:
+            width, height, mode = header.width, header.height, header.mode
+    except (OSError, ValueError):
+        return None
+    finally:
+        Image.MAX_IMAGE_PIXELS = bomb_limit
+    channels = 4 if "A" in mode or mode in ("RGBa", "La") else 3
+    return ImageHeader(width, height, channels, 16 if mode.startswith("I;16") or mode in ("I", "F") else 8)
 
 
 class AtomicPath:

@@ -104,22 +104,12 @@ class ResourceEstimate:
         return cls(int(memory), int(frames) * (png + exr))
 
 
-def _image_header(image: Path) -> tuple[int, int, int, int] | None:
-    """(width, height, channels, bit depth) from the image file's header, without decoding it,
-    or None when Pillow cannot tell (then the decoder reports any problem)."""
-    from PIL import Image
-
-    bomb_limit = Image.MAX_IMAGE_PIXELS
-    Image.MAX_IMAGE_PIXELS = None  # only the header is read: no bomb to fear
-    try:
-        with Image.open(image) as header:
-            width, height, mode = header.width, header.height, header.mode
-    except (OSError, ValueError):  # not an image Pillow knows (EXR), unreadable, missing: io.read_image says
-        return None
-    finally:
-        Image.MAX_IMAGE_PIXELS = bomb_limit
-    channels = 4 if mode in ("RGBA", "LA", "PA", "RGBa", "La") or "A" in mode else 3
-    return width, height, channels, 16 if mode.startswith("I;16") or mode in ("I", "F") else 8
+def _size(nbytes: float) -> str:
+    """A byte count for people: '512 kB', '3.4 MB', '18,688 GB'."""
+    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if nbytes >= scale:
+            return f"{nbytes / scale:,.1f} {unit}" if nbytes < 100 * scale else f"{nbytes / scale:,.0f} {unit}"
+    return f"{int(nbytes)} bytes"
 
 
 def check_resources(image, outdir, frames: int, bit_depth: int | None) -> ResourceEstimate | None:
@@ -127,10 +117,10 @@ def check_resources(image, outdir, frames: int, bit_depth: int | None) -> Resour
     frames need more disk than is free where OUTDIR will be written. Reads only the image's header,
     so a still too large to decode is refused before it is decoded. Returns the estimate (None when
     the header cannot be read)."""
-    header = _image_header(Path(image))
+    header = io.image_header(image)
     if header is None:
         return None
-    width, height, channels, depth = header
+    width, height, channels, depth = header.width, header.height, header.channels, header.bit_depth
     estimate = ResourceEstimate.of(width, height, channels, int(bit_depth or depth), int(frames))
     limit = memory_limit()
     if estimate.memory > limit:
@@ -146,9 +136,9 @@ def check_resources(image, outdir, frames: int, bit_depth: int | None) -> Resour
     free = shutil.disk_usage(folder).free
     if estimate.disk > free:
         fits = max(int(free // max(estimate.disk // max(int(frames), 1), 1)), 0)
-        raise UserError(f"{int(frames)} frames of {width}x{height} need about {estimate.disk / 1e9:,.1f} GB on "
-                        f"disk, but {folder} has {free / 1e9:,.1f} GB free; ask for at most {fits} frames, "
-                        "or write to a larger disk")
+        raise UserError(f"disk full for this job: {int(frames)} frames of {width}x{height} need about "
+                        f"{_size(estimate.disk)} but {folder} has {_size(free)} free; ask for at most "
+                        f"{fits} frames (--frames), or write to a larger disk")
     return estimate
 
 

@@ -40,8 +40,10 @@ CASES = [
     ("animate-text-as-image", "animate {text_png} -o {out}/a", "cannot decode"),
     ("animate-truncated-jpeg", "animate {cut_jpg} -o {out}/a", "truncated"),
     ("animate-truncated-png", "animate {cut_png} -o {out}/a", "cannot decode"),
-    ("animate-png-header-100000px", "animate {huge_png} -o {out}/a", "100000x100000 pixels"),
-    ("animate-jpeg-header-60000px", "animate {huge_jpg} -o {out}/a", "60000x60000 pixels"),
+    ("animate-png-header-100000px", "animate {huge_png} -o {out}/a", "a 100000x100000 still needs"),
+    ("mask-png-header-100000px", "mask {huge_png} -o {out}/m.png", "100000x100000 pixels"),
+    ("animate-jpeg-header-60000px", "animate {huge_jpg} -o {out}/a", "a 60000x60000 still needs"),
+    ("mask-jpeg-header-60000px", "mask {huge_jpg} -o {out}/m.png", "60000x60000 pixels"),
     # -- animate: options
     ("animate-frames-zero", "animate {still} -o {out}/a --frames 0", "--frames must be at least 1"),
     ("animate-frames-negative", "animate {still} -o {out}/a --frames -5", "--frames must be at least 1"),
@@ -255,7 +257,6 @@ CASES = [
 OWNED_ELSEWHERE = {
     "dataset-file-as-videos-folder": "data",
     "train-renderer-file-as-videos-folder": "data",
-    "animate-frames-billion": "render",
 }
 
 

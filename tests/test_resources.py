@@ -74,7 +74,7 @@ def test_a_billion_frames_are_refused_by_the_disk_estimate(still, tmp_path, caps
         capsys.readouterr()
         assert main([*map(str, command), "-o", str(out)]) == 2
         err = _one_line_error(capsys)
-        assert "1000000000 frames of 128x80 need about" in err and "GB on disk" in err and "at most" in err, err
+        assert "1000000000 frames of 128x80 need about" in err and "GB but" in err and "at most" in err, err
         assert not out.exists() and not list(tmp_path.glob(".out.partial-*"))
 
 
