@@ -17,7 +17,7 @@ bl_info = {  # legacy (pre-4.2 style) install; Blender 4.2+ reads blender_manife
 
 import bpy  # noqa: E402
 
-from . import operators, panels, properties, session  # noqa: E402
+from . import environment, operators, panels, properties, session  # noqa: E402
 
 
 def register():
@@ -28,6 +28,7 @@ def register():
 
 def unregister():
     session.shutdown()
+    environment.shutdown()
     for cls in reversed(operators.CLASSES + panels.CLASSES):
         bpy.utils.unregister_class(cls)
     properties.unregister()
