@@ -58,7 +58,7 @@ def scene_tree(scene):
     return effects.active.node_group if effects.active is not None else None
 
 
-def _set_scene_tree(scene, tree) -> None:
+def set_scene_tree(scene, tree) -> None:
     """Make `tree` (a node group) the scene's compositor: 5.3's active effect, or 5.0's property."""
     effects = getattr(scene, "compositor_effects", None)
     if effects is None:
@@ -75,7 +75,7 @@ def compositor_tree(scene):
         if tree is None:
             tree = bpy.data.node_groups.new(GROUP_NAME, "CompositorNodeTree")
             tree.interface.new_socket("Image", in_out="OUTPUT", socket_type="NodeSocketColor")
-            _set_scene_tree(scene, tree)
+            set_scene_tree(scene, tree)
         return tree
     created = scene.node_tree is None
     scene.use_nodes = True

@@ -332,12 +332,9 @@ def _setup_done(setup) -> None:
         print(f"GDyn: Check Backend failed: {exc}", file=sys.stderr)
 
 
-class GDYN_OT_setup_backend(_JobOperator, bpy.types.Operator):
-    """Make the backend's private Python 3.11 environment with torch and the gdyn bundled with this
-    add-on (a few minutes, about 2 GB); then set Backend Python and check it"""
+class _SetUpBackend(_JobOperator):
+    """Make the private environment (`environment.start`), follow it, then the check it starts."""
 
-    bl_idname = "gdyn.setup_backend"
-    bl_label = verb = "Set Up Backend"
     cancel_with_window = False  # the set-up goes on (its timer) when a file is opened
 
     @classmethod
@@ -360,7 +357,15 @@ class GDYN_OT_setup_backend(_JobOperator, bpy.types.Operator):
         return job.check_job
 
 
-class GDYN_OT_update_backend(GDYN_OT_setup_backend):
+class GDYN_OT_setup_backend(_SetUpBackend, bpy.types.Operator):
+    """Make the backend's private Python 3.11 environment with torch and the gdyn bundled with this
+    add-on (a few minutes, about 2 GB); then set Backend Python and check it"""
+
+    bl_idname = "gdyn.setup_backend"
+    bl_label = verb = "Set Up Backend"
+
+
+class GDYN_OT_update_backend(_SetUpBackend, bpy.types.Operator):
     """Make the private environment again with the gdyn bundled with this (updated) add-on"""
 
     bl_idname = "gdyn.update_backend"

@@ -139,8 +139,8 @@ def explain_poke_error(error: str, names: dict[str, list[str]], frame_start: int
         text = f"{match.group(1)}{int(match.group(2)) + frame_start}"
         return text + (f"-{int(match.group(3)) + frame_start}" if match.group(3) else "")
 
-    rest = BACKEND_FRAME.sub(scene_frames, rest)
-    return f"{kind.capitalize()} '{names[kind][number - 1]}': {rest} (scene frames)"
+    rest, frames = BACKEND_FRAME.subn(scene_frames, rest)
+    return f"{kind.capitalize()} '{names[kind][number - 1]}': {rest}" + (" (scene frames)" if frames else "")
 
 
 def motion_for_simulate(scene) -> Path:

@@ -58,6 +58,11 @@ def _pixels(path: Path) -> np.ndarray:
     return flat.reshape(height, width, 4)[::-1]
 
 
+def read_rgba(path: Path) -> np.ndarray:
+    """An 8-bit PNG's RGBA in 0..1 (alpha 1 where the file has none), float32 [H, W, 4]."""
+    return _pixels(path).copy()
+
+
 def read_rgb(path: Path) -> np.ndarray:
     """An 8-bit PNG's RGB in 0..1, float32 [H, W, 3]."""
     return _pixels(path)[..., :3].copy()

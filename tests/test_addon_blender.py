@@ -22,32 +22,10 @@ from backend_side import BACKEND_PYTHON, PRESETS, read_rgb, read_xy, tiny_inputs
 
 bpy = pytest.importorskip("bpy")
 
-import addon_utils  # noqa: E402  (ships with bpy)
 
 FRAMES = 6
 RENDER_TOLERANCE = 1.5 / 255  # 8-bit PNG in, sRGB -> linear -> Standard view -> 8-bit out; measured 1/255
 MAP_TOLERANCE_PX = 1e-4  # EXR maps through the compositor (float, Non-Color); measured 0.0
-
-
-@pytest.fixture(scope="module")
-def gdyn():
-    """The add-on package, enabled like a user would, with the project's interpreter as backend."""
-    module = addon_utils.enable("addon", default_set=True, handle_error=None)
-    bpy.context.preferences.addons["addon"].preferences.backend_python = BACKEND_PYTHON
-    yield module
-    addon_utils.disable("addon", default_set=True)
-    assert not hasattr(bpy.types.Scene, "gdyn")
-
-
-@pytest.fixture(scope="module")
-def finish(gdyn, poll_until):
-    """finish(job, timeout=120): poll the add-on's one poller until the job is over; the job."""
-
-    def finished(job, timeout: float = 120.0):
-        poll_until(gdyn.session.poll, lambda: job.finished, timeout, f"the end of {job.method}")
-        return job
-
-    return finished
 
 
 def fresh_scene(tmp_path: Path, width: int, height: int, name: str, active: bool = False):
@@ -191,7 +169,9 @@ def test_sequencer_strip_option(animated, finish, gdyn, tmp_path):
     assert finish(gdyn.jobs.start_animate(scene, image)).error is None
     strips = scene.sequence_editor.strips if hasattr(scene.sequence_editor, "strips") else scene.sequence_editor.sequences
     strip = strips["GDyn Animation"]
-    assert strip.frame_final_start == scene.frame_start and strip.frame_final_duration == FRAMES
+    start, duration = ((strip.left_handle, strip.duration) if hasattr(strip, "left_handle")  # 5.3+
+                       else (strip.frame_final_start, strip.frame_final_duration))
+    assert start == scene.frame_start and duration == FRAMES
     assert [e.filename for e in strip.elements] == [f"{i:04d}.png" for i in range(FRAMES)]
 
 
@@ -216,7 +196,7 @@ def test_failure_and_cancel_leave_the_users_scene_untouched(gdyn, finish, poll_u
     scene.gdyn.motion_file = str(motion)
     tree = bpy.data.node_groups.new("user comp", "CompositorNodeTree") if bpy.app.version >= (5, 0, 0) else None
     if tree is not None:
-        scene.compositing_node_group = tree
+        gdyn.compositor.set_scene_tree(scene, tree)
     else:
         scene.use_nodes = True
         tree = scene.node_tree
@@ -253,12 +233,6 @@ def test_dead_backend_is_reported_and_restarted(gdyn, finish, poll_until, tmp_pa
     again = finish(gdyn.jobs.start_animate(scene, image))
     assert again.error is None and gdyn.session.client().pid != old_pid
     assert compositor(scene).nodes["GDyn Frames"].frame_duration == FRAMES
-
-
-@pytest.fixture(scope="module")
-def wait_idle(gdyn, poll_until):
-    """wait_idle(): poll as a script does until the add-on's backend has nothing pending."""
-    return lambda: poll_until(gdyn.session.poll, lambda: not gdyn.session.busy(), what="an idle backend")
 
 
 def test_operators_from_a_script(gdyn, wait_idle, tmp_path):
