@@ -48,7 +48,8 @@ CHECK_PYTHON = "import sys, venv, ensurepip; print('%d.%d.%d' % sys.version_info
 CHECK_ENVIRONMENT = "import torch, cv2, gdyn_backend; print(gdyn_backend.__version__)"
 NO_NETWORK = re.compile(r"Failed to establish a new connection|Temporary failure in name resolution|"
                         r"Name or service not known|Network is unreachable|Connection refused|"
-                        r"No matching distribution found|Could not find a version that satisfies")
+                        r"\(from versions: none\)")  # pip saw no index at all
+NOT_OFFERED = re.compile(r"No matching distribution found for (\S+)")  # the index has it, not for this system
 NO_SPACE = re.compile(r"No space left on device|\[Errno 28\]")
 
 
@@ -268,6 +269,10 @@ class Setup:
         if "pip" in step.command and NO_NETWORK.search(text):
             return (f"{step.label} failed: pip could not download it (no network, or the package registry "
                     "is unreachable): connect to the internet (or set pip's proxy) and press Set Up Backend again")
+        offered = NOT_OFFERED.search(text) if "pip" in step.command else None
+        if offered:
+            return (f"{step.label} failed: the package registry has no {offered.group(1)} for this computer "
+                    f"({sys.platform}, Python 3.11): the system console lists what it has")
         errors = [line for line in lines if line.startswith("ERROR") or "Error" in line]
         said = (errors or lines or ["no output"])[-1]
         return (f"{step.label} failed (exit status {code}): {said}; the system console has the whole "

@@ -37,7 +37,7 @@ def user_folder(create: bool = False) -> Path:
     """The extension's user folder for the environment (kept when the add-on is updated)."""
     if __package__.startswith("bl_ext."):
         return Path(bpy.utils.extension_path_user(__package__, path="backend", create=create))
-    return Path(bpy.utils.user_resource("SCRIPTS", path="gdyn_backend", create=create))
+    return Path(bpy.utils.user_resource("DATAFILES", path="gdyn", create=create))  # a legacy add-on
 
 
 def private_python() -> Path:

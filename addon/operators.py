@@ -81,6 +81,13 @@ def describe_backend(info: dict) -> str:
     return text + (f"; {note}" if note else "")
 
 
+def allowed(cls, problem: str | None) -> bool:
+    """For poll(): True when there is no `problem`, else False with it as the greyed button's tooltip."""
+    if problem is not None:
+        cls.poll_message_set(problem)
+    return problem is None
+
+
 class _JobOperator:
     """Start a job (a backend `Job`, or a `backend_setup.Setup`: same progress interface), show
     its progress in the status bar, Esc over the editor it was started from cancels it."""
@@ -93,10 +100,7 @@ class _JobOperator:
 
     @classmethod
     def poll(cls, context):
-        if session.busy() or environment.running() is not None:
-            cls.poll_message_set(BUSY)
-            return False
-        return True
+        return allowed(cls, BUSY if session.busy() or environment.running() is not None else None)
 
     def start(self, context):
         raise NotImplementedError
@@ -286,10 +290,7 @@ class GDYN_OT_check_backend(_JobOperator, bpy.types.Operator):
 
     @classmethod
     def poll(cls, context):
-        if environment.running() is not None:
-            cls.poll_message_set("the backend is being set up")
-            return False
-        return True
+        return allowed(cls, "the backend is being set up" if environment.running() is not None else None)
 
     def start(self, context):
         return session.request("info", {})
@@ -339,10 +340,8 @@ class _SetUpBackend(_JobOperator):
 
     @classmethod
     def poll(cls, context):
-        if environment.bundled_wheel() is None:
-            cls.poll_message_set("this add-on carries no backend: install the zip built by build_addon.py")
-            return False
-        return super().poll(context)
+        return allowed(cls, "this add-on carries no backend: install the zip built by build_addon.py"
+                       if environment.bundled_wheel() is None else None) and super().poll(context)
 
     def start(self, context):
         session.stop_backend()  # it may run from the environment about to be replaced
@@ -373,10 +372,8 @@ class GDYN_OT_update_backend(_SetUpBackend, bpy.types.Operator):
 
     @classmethod
     def poll(cls, context):
-        if environment.installed() is None:
-            cls.poll_message_set("there is no private environment yet: press Set Up Backend")
-            return False
-        return super().poll(context)
+        return allowed(cls, "there is no private environment yet: press Set Up Backend"
+                       if environment.installed() is None else None) and super().poll(context)
 
 
 class GDYN_OT_cancel_setup(bpy.types.Operator):

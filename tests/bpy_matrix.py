@@ -7,10 +7,13 @@ For each other row of `MATRIX` this makes `.venv-bpy/<bpy version>/` with
 only bpy, pytest and numpy (kept and reused while it has that bpy; all rows
 install at once, the downloads being the slow part), then runs the add-on's
 tests there (tests/test_addon_*.py and tests/test_build_addon.py, not the
-`slow` ones) with the backend in the project's venv, this interpreter
-(`GDYN_BACKEND_PYTHON`, see tests/backend_side.py). A row whose Python is
-not on this machine is reported and skipped; any failure makes the exit
-status 1. The last line names the rows that passed, failed and were skipped.
+`slow` ones nor those of plain Python behind the add-on, which are the same
+on every Blender) with the backend in the project's venv, this interpreter
+(`GDYN_BACKEND_PYTHON`, see tests/backend_side.py). The rows' tests run at
+the same time (each mostly waits on its backend); their output follows in
+order. A row whose Python is not on this machine is reported and skipped;
+any failure makes the exit status 1. The last line names the rows that
+passed, failed and were skipped.
 """
 
 from __future__ import annotations
@@ -25,9 +28,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 VENVS = ROOT / ".venv-bpy"
 MATRIX = (("4.2.23", "3.11"), ("4.5.15", "3.11"), ("5.3.0", "3.13"))  # (bpy, Python): LTS, LTS, newest
-TESTS = ["tests/test_addon_blender.py", "tests/test_build_addon.py",
-         *sorted(str(p.relative_to(ROOT)) for p in (ROOT / "tests").glob("test_addon_*.py")
-                 if p.name != "test_addon_blender.py")]
+TESTS = ["tests/test_build_addon.py", *sorted(str(p.relative_to(ROOT)) for p in (ROOT / "tests").glob("test_addon_*.py"))]
+SAME_ON_EVERY_BLENDER = (  # plain Python behind the add-on: run once, in the project's venv
+    "--ignore=tests/test_addon_setup.py",  # Set Up Backend's steps (subprocesses and pip)
+    "--deselect=tests/test_addon_blender.py::test_dead_backend_is_reported_and_restarted",  # the client
+    "--deselect=tests/test_addon_blender.py::test_two_quick_animates_get_separate_outputs",  # output names
+)
 
 
 def python_of(version: str) -> str | None:
@@ -95,11 +101,18 @@ def main(argv: list[str]) -> int:
             print(f"bpy {bpy_version}: pip failed, see {VENVS / f'{bpy_version}.log'}", flush=True)
     print(f"bpy matrix: environments ready in {time.monotonic() - started:.0f} s", flush=True)
     env = {**os.environ, "GDYN_BACKEND_PYTHON": sys.executable}
-    for bpy_version in sorted(runnable):
-        print(f"bpy {bpy_version}: add-on tests", flush=True)
-        run = subprocess.run([str(venv_python(bpy_version)), "-m", "pytest", "-q", "-m", "not slow",
-                              "-p", "no:cacheprovider", *TESTS], cwd=ROOT, env=env)
-        if run.returncode != 0:
+    runs = {}
+    for bpy_version in sorted(runnable):  # at once: much of a run is waiting for its backend
+        log = open(VENVS / f"{bpy_version}.tests.log", "w+")
+        runs[bpy_version] = log, subprocess.Popen(
+            [str(venv_python(bpy_version)), "-m", "pytest", "-q", "-m", "not slow", "-p", "no:cacheprovider",
+             *SAME_ON_EVERY_BLENDER, *TESTS], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    for bpy_version, (log, proc) in runs.items():
+        code = proc.wait()
+        log.seek(0)
+        print(f"bpy {bpy_version}: add-on tests\n{log.read().rstrip()}", flush=True)
+        log.close()
+        if code != 0:
             failed.append(bpy_version)
     passed = sorted(set(runnable) - set(failed))
     print(f"bpy matrix: bpy {', '.join(passed) or '-'} passed; failed: {', '.join(failed) or 'none'}; "

@@ -50,6 +50,7 @@ def assert_render_is_the_backends_frames(scene, outdir: Path, tmp_path: Path) ->
             f"frame {frame}: mean {error.mean() * 255:.2f}/255, p99.9 {np.percentile(error, 99.9) * 255:.2f}/255")
 
 
+@pytest.mark.filterwarnings("error::DeprecationWarning:addon")  # 5.3: no compositing_node_group, no use_nodes
 def test_factory_scene_renders_the_backends_frames_and_the_change_is_one_undo_step(gdyn, finish, tmp_path):
     still, motion = tiny_inputs(tmp_path, WIDTH, HEIGHT)
     scene = factory_scene(tmp_path)
@@ -111,6 +112,7 @@ def best_render_s(scene, path: Path, tries: int = 2) -> float:
     return min(times)
 
 
+@pytest.mark.filterwarnings("error::DeprecationWarning:addon")
 def test_a_user_compositor_keeps_its_nodes_and_stops_rendering_the_3d_scene(gdyn, finish, tmp_path):
     still, motion = tiny_inputs(tmp_path, WIDTH, HEIGHT)
     scene = factory_scene(tmp_path)
