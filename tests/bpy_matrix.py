@@ -6,9 +6,9 @@ bpy 5.0.1 (Python 3.11) is the project's own: the whole suite runs there.
 For each other row of `MATRIX` this makes `.venv-bpy/<bpy version>/` with
 only bpy, pytest and numpy (kept and reused while it has that bpy; all rows
 install at once, the downloads being the slow part), then runs the add-on's
-tests there (tests/test_addon_*.py and tests/test_build_addon.py, not the
-`slow` ones nor those of plain Python behind the add-on, which are the same
-on every Blender) with the backend in the project's venv, this interpreter
+tests there (`TESTS`, not the `slow` ones nor those of plain Python behind
+the add-on, which are the same on every Blender: Set Up Backend's steps in
+tests/test_addon_setup.py, the client, output names) with the backend in the project's venv, this interpreter
 (`GDYN_BACKEND_PYTHON`, see tests/backend_side.py). The rows' tests run at
 the same time (each mostly waits on its backend); their output follows in
 order. A row whose Python is not on this machine is reported and skipped;
@@ -28,9 +28,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 VENVS = ROOT / ".venv-bpy"
 MATRIX = (("4.2.23", "3.11"), ("4.5.15", "3.11"), ("5.3.0", "3.13"))  # (bpy, Python): LTS, LTS, newest
-TESTS = ["tests/test_build_addon.py", *sorted(str(p.relative_to(ROOT)) for p in (ROOT / "tests").glob("test_addon_*.py"))]
+# Named, not globbed: a test module runs here only once it reads pictures and makes inputs through
+# tests/backend_side.py (the matrix has no OpenCV and no gdyn_backend packages to import).
+TESTS = ["tests/test_build_addon.py", "tests/test_addon_blender.py", "tests/test_addon_render.py",
+         "tests/test_addon_ui.py", "tests/test_addon_view.py"]
 SAME_ON_EVERY_BLENDER = (  # plain Python behind the add-on: run once, in the project's venv
-    "--ignore=tests/test_addon_setup.py",  # Set Up Backend's steps (subprocesses and pip)
     "--deselect=tests/test_addon_blender.py::test_dead_backend_is_reported_and_restarted",  # the client
     "--deselect=tests/test_addon_blender.py::test_two_quick_animates_get_separate_outputs",  # output names
 )

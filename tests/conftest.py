@@ -58,33 +58,3 @@ def addon_zip(tmp_path_factory) -> Path:
     assert proc.returncode == 0, proc.stderr
     return out
 
-
-@pytest.fixture(scope="module")
-def gdyn():
-    """The add-on package (real bpy), enabled like a user would, with the project's interpreter
-    as backend; disabled again after the module's tests."""
-    bpy = pytest.importorskip("bpy")
-    import addon_utils  # ships with bpy
-
-    module = addon_utils.enable("addon", default_set=True, handle_error=None)
-    bpy.context.preferences.addons["addon"].preferences.backend_python = BACKEND_PYTHON
-    yield module
-    addon_utils.disable("addon", default_set=True)
-    assert not hasattr(bpy.types.Scene, "gdyn")
-
-
-@pytest.fixture(scope="module")
-def finish(gdyn, poll_until):
-    """finish(job, timeout=120): poll the add-on's one poller until the job is over; the job."""
-
-    def finished(job, timeout: float = 120.0):
-        poll_until(gdyn.session.poll, lambda: job.finished, timeout, f"the end of {job.method}")
-        return job
-
-    return finished
-
-
-@pytest.fixture(scope="module")
-def wait_idle(gdyn, poll_until):
-    """wait_idle(): poll as a script does until the add-on's backend has nothing pending."""
-    return lambda: poll_until(gdyn.session.poll, lambda: not gdyn.session.busy(), what="an idle backend")

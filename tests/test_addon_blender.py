@@ -22,10 +22,40 @@ from backend_side import BACKEND_PYTHON, PRESETS, read_rgb, read_xy, tiny_inputs
 
 bpy = pytest.importorskip("bpy")
 
+import addon_utils  # noqa: E402  (ships with bpy)
+
 
 FRAMES = 6
 RENDER_TOLERANCE = 1.5 / 255  # 8-bit PNG in, sRGB -> linear -> Standard view -> 8-bit out; measured 1/255
 MAP_TOLERANCE_PX = 1e-4  # EXR maps through the compositor (float, Non-Color); measured 0.0
+
+
+@pytest.fixture(scope="module")
+def gdyn():
+    """The add-on package (real bpy), enabled like a user would, with the project's interpreter
+    as backend; disabled again after the module's tests."""
+    module = addon_utils.enable("addon", default_set=True, handle_error=None)
+    bpy.context.preferences.addons["addon"].preferences.backend_python = BACKEND_PYTHON
+    yield module
+    addon_utils.disable("addon", default_set=True)
+    assert not hasattr(bpy.types.Scene, "gdyn")
+
+
+@pytest.fixture(scope="module")
+def finish(gdyn, poll_until):
+    """finish(job, timeout=120): poll the add-on's one poller until the job is over; the job."""
+
+    def finished(job, timeout: float = 120.0):
+        poll_until(gdyn.session.poll, lambda: job.finished, timeout, f"the end of {job.method}")
+        return job
+
+    return finished
+
+
+@pytest.fixture(scope="module")
+def wait_idle(gdyn, poll_until):
+    """wait_idle(): poll as a script does until the add-on's backend has nothing pending."""
+    return lambda: poll_until(gdyn.session.poll, lambda: not gdyn.session.busy(), what="an idle backend")
 
 
 def fresh_scene(tmp_path: Path, width: int, height: int, name: str, active: bool = False):

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from test_addon_blender import finish, gdyn, wait_idle  # noqa: F401  (fixtures)
 from backend_side import read_rgb, read_rgba, tiny_inputs
 
 bpy = pytest.importorskip("bpy")

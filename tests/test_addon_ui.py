@@ -15,6 +15,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+from test_addon_blender import finish, gdyn, wait_idle  # noqa: F401  (fixtures)
 from backend_side import BACKEND_PYTHON, tiny_inputs
 from standins import Event as MouseAt
 from standins import StandInArea, StandInRegion, known_region, stand_in_python
