@@ -17,7 +17,7 @@ bl_info = {  # legacy (pre-4.2 style) install; Blender 4.2+ reads blender_manife
 
 import bpy  # noqa: E402
 
-from . import live, mask, operators, panels, properties, session  # noqa: E402
+from . import environment, live, mask, operators, panels, properties, session  # noqa: E402
 
 CLASSES = operators.CLASSES + live.CLASSES + mask.CLASSES + panels.CLASSES
 
@@ -30,6 +30,7 @@ def register():
 
 def unregister():
     session.shutdown()
+    environment.shutdown()
     for cls in reversed(CLASSES):
         bpy.utils.unregister_class(cls)
     properties.unregister()

@@ -15,22 +15,64 @@ and the fix, the process is stopped, and nothing was run. Otherwise the
 held requests go out and `on_ready(client)` runs.
 
 When the process dies, every pending job fails with one clear line that
-includes the last lines the backend wrote to stderr, and the next `request()`
-starts a fresh process.
+names the cause and the fix (the backend's last stderr lines, less its ready
+banner), and the next `request()` starts a fresh process.
+
+A hung backend never blocks the caller: `stop()` returns at once (a reaper
+thread kills a backend that does not exit within `STOP_GRACE_S`); a cancel
+the backend does not answer within `CANCEL_GRACE_S` stops it; a backend that
+does not answer the handshake within `handshake_timeout_s` is stopped and its
+held jobs fail.
 """
 
 from __future__ import annotations
 
+import atexit
 import collections
 import json
 import os
 import queue
+import re
+import signal
 import subprocess
 import threading
+import time
 from typing import Any, Callable
 
 PROTOCOL_VERSION = 3  # the `gdyn serve` protocol this add-on speaks (= gdyn_backend.server.PROTOCOL_VERSION)
 STDERR_LINES_KEPT = 20
+STOP_GRACE_S = 3.0  # a stopped backend that has not exited by then is killed (by a reaper thread)
+CANCEL_GRACE_S = 5.0  # a backend that has not answered a cancel by then is hung: it is stopped
+HANDSHAKE_TIMEOUT_S = 120.0  # from start to the handshake's answer (importing torch on a busy CPU)
+READY_BANNER = re.compile(r"^gdyn serve \S+: ready\b")  # the backend's start-up line, never a cause
+MISSING_GDYN = re.compile(r"No module named '?gdyn_backend'?")
+_reaped: set[subprocess.Popen] = set()  # stopped backends not yet gone; killed at interpreter exit
+
+
+@atexit.register
+def _kill_reaped() -> None:
+    for proc in list(_reaped):
+        if proc.poll() is None:
+            proc.kill()
+
+
+def _reap(proc: subprocess.Popen, grace: float) -> None:
+    """Wait up to `grace` seconds for a stopped backend to exit, then kill it (own thread)."""
+    try:
+        proc.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+    _reaped.discard(proc)
+
+
+def child_environment(extra: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment for another Python run from Blender: this one less Blender's PYTHONHOME
+    and PYTHONPATH (they would break a venv), unbuffered, plus `extra`."""
+    env = {key: value for key, value in os.environ.items() if key not in ("PYTHONHOME", "PYTHONPATH")}
+    env.update(extra or {})
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
 
 
 class BackendError(Exception):
@@ -45,6 +87,8 @@ class Job:
     kept as `outcome` (in the add-on: what was wired into the scene).
     """
 
+    detail = ""  # progress interface shared with backend_setup.Setup (its last output line)
+
     def __init__(self, client: "BackendClient", rid: int, method: str,
                  on_progress: Callable | None, on_done: Callable | None):
         self.client, self.id, self.method = client, rid, method
@@ -54,6 +98,7 @@ class Job:
         self.error: str | None = None
         self.outcome: Any = None
         self.finished = False
+        self.cancel_requested = False
 
     @property
     def fraction(self) -> float:
@@ -85,15 +130,19 @@ class BackendClient:
     env:      extra environment variables for the backend process.
     on_ready: on_ready(client), run inside `poll()` each time a started
               backend has passed the handshake.
+    update_fix: what to tell the user to update gdyn there (default: the
+              pip command), e.g. the add-on's Update Backend button.
     `backend` is the running backend's ping reply (version, protocol,
     python) once the handshake passed, else None.
     """
 
     def __init__(self, python: str, env: dict[str, str] | None = None,
-                 on_ready: Callable[["BackendClient"], Any] | None = None):
+                 on_ready: Callable[["BackendClient"], Any] | None = None, update_fix: str | None = None):
         self.python = python
         self.env = dict(env or {})
         self.on_ready = on_ready
+        self.update_fix = update_fix  # how to update gdyn there, for the protocol-mismatch line
+        self.handshake_timeout_s = HANDSHAKE_TIMEOUT_S
         self.backend: dict | None = None
         self._proc: subprocess.Popen | None = None
         self._replies: queue.Queue = queue.Queue()
@@ -101,6 +150,8 @@ class BackendClient:
         self._jobs: dict[int, Job] = {}
         self._held: dict[int, dict] = {}  # requests waiting for the handshake, by id
         self._handshake: int | None = None  # id of the start-up ping until it is answered
+        self._started_at = 0.0  # time.monotonic() of the last start
+        self._cancel_deadline: float | None = None  # a cancel unanswered by then means a hung backend
         self._next_id = 1
         self._write_lock = threading.Lock()
         self._stderr_reader: threading.Thread | None = None
@@ -126,11 +177,7 @@ class BackendClient:
         if not os.path.isfile(self.python):
             raise BackendError(f"backend Python not found: {self.python}; set the path of the venv's "
                                "python in Preferences > Add-ons > GDyn")
-        env = dict(os.environ)
-        for key in ("PYTHONHOME", "PYTHONPATH"):  # Blender's own settings would break a venv
-            env.pop(key, None)
-        env.update(self.env)
-        env["PYTHONUNBUFFERED"] = "1"
+        env = child_environment(self.env)
         self._stderr.clear()
         self._replies = queue.Queue()  # replies of a dead process must not reach the new one
         try:
@@ -145,6 +192,7 @@ class BackendClient:
         self._stderr_reader = threading.Thread(target=self._read_stderr, args=(proc,), daemon=True)
         self._stderr_reader.start()
         self.backend, self._held = None, {}
+        self._started_at, self._cancel_deadline = time.monotonic(), None
         self._handshake = self._take_id()
         self._send_or_explain({"id": self._handshake, "method": "ping", "params": {}})
 
@@ -165,21 +213,23 @@ class BackendClient:
                 self._stderr.append(line.rstrip())
 
     def last_log(self, lines: int = 3) -> str:
-        """The backend's last stderr lines joined into one line."""
-        return " | ".join(list(self._stderr)[-lines:])
+        """The backend's last stderr lines (not its ready banner) joined into one line."""
+        said = [line for line in self._stderr if not READY_BANNER.match(line)]
+        return " | ".join(said[-lines:])
 
-    def stop(self, timeout: float = 5.0) -> None:
-        """Ask the backend to shut down, kill it if it does not; pending jobs fail."""
+    def stop(self, grace: float = STOP_GRACE_S, reason: str = "the backend was stopped") -> None:
+        """Ask the backend to shut down and return at once; pending jobs fail with `reason`.
+        A backend still running `grace` seconds later is killed by a reaper thread."""
         proc = self._proc
         if proc is not None and proc.poll() is None:
             try:
                 self._send({"id": 0, "method": "shutdown", "params": {}})
-                proc.wait(timeout=timeout)
-            except (BackendError, subprocess.TimeoutExpired):
-                proc.kill()
-                proc.wait()
-        self._fail_all("the backend was stopped")
-        self._proc, self.backend, self._handshake = None, None, None
+            except BackendError:
+                pass
+            _reaped.add(proc)
+            threading.Thread(target=_reap, args=(proc, grace), daemon=True).start()
+        self._fail_all(reason)
+        self._proc, self.backend, self._handshake, self._cancel_deadline = None, None, None, None
 
     # -- requests ----------------------------------------------------------
 
@@ -207,7 +257,9 @@ class BackendClient:
             try:
                 self._proc.wait(timeout=2.0)
             except subprocess.TimeoutExpired:
-                raise BackendError("the backend does not accept requests") from None
+                self.stop(grace=0.0)
+                raise BackendError(f"the backend at {self.python} does not read its requests: it was stopped; "
+                                   "try again, or press Check Backend in Preferences > Add-ons > GDyn") from None
             raise BackendError(self._death_message()) from None
 
     def request(self, method: str, params: dict | None = None, on_progress: Callable | None = None,
@@ -236,11 +288,23 @@ class BackendClient:
         return job
 
     def cancel(self, job: Job) -> None:
+        """Cancel a job: a held one at once; a sent one by asking the backend, which is
+        stopped if it has not answered within `CANCEL_GRACE_S` (see `poll`)."""
         if self._held.pop(job.id, None) is not None:  # never sent: nothing ran
             self._jobs.pop(job.id, None)
             job._finish(None, "cancelled")
         elif job.id in self._jobs and self.alive:
-            self._send({"id": self._take_id(), "method": "cancel", "params": {"target": job.id}})
+            job.cancel_requested = True
+            if self._cancel_deadline is None:
+                self._cancel_deadline = time.monotonic() + CANCEL_GRACE_S
+            try:
+                self._send({"id": self._take_id(), "method": "cancel", "params": {"target": job.id}})
+            except BackendError:
+                pass  # it died: the end of its output finishes the job
+
+    def pending(self) -> list[Job]:
+        """The jobs not finished yet (sent or held)."""
+        return list(self._jobs.values())
 
     @property
     def busy(self) -> bool:
@@ -279,10 +343,36 @@ class BackendClient:
                 job._finish(message.get("result"), message.get("error"))
         if exited:  # the reader saw end of output: the process is gone or going
             if self._proc is not None:
-                self._proc.wait()
-            self.backend, self._handshake = None, None
-            self._fail_all(self._death_message())
+                try:
+                    self._proc.wait(timeout=1.0)
+                except subprocess.TimeoutExpired:  # closed its output but lives on: it is of no use
+                    self._proc.kill()
+                    self._proc.wait()
+            message = self._death_message()
+            self.backend, self._handshake, self._cancel_deadline = None, None, None
+            self._fail_all(message)
+        else:
+            self._stop_if_hung()
         return handled
+
+    def _stop_if_hung(self) -> None:
+        """Stop a backend that left a cancel or the handshake unanswered for too long."""
+        now = time.monotonic()
+        if self._cancel_deadline is not None and not any(j.cancel_requested for j in self._jobs.values()):
+            self._cancel_deadline = None  # every cancel was answered
+        if self._cancel_deadline is not None and now > self._cancel_deadline:
+            for job in [j for j in self._jobs.values() if j.cancel_requested]:
+                self._jobs.pop(job.id)
+                job._finish(None, "cancelled")
+            self.stop(grace=0.0, reason=f"the backend at {self.python} did not answer a cancel within "
+                                        f"{CANCEL_GRACE_S:g} s, so it was stopped; the next request starts a new one")
+        elif self._handshake is not None and now > self._started_at + self.handshake_timeout_s:
+            log = self.last_log()
+            self.stop(grace=0.0, reason=f"the backend at {self.python} did not answer within "
+                                        f"{self.handshake_timeout_s:g} s of starting"
+                                        + (f" (it wrote: {log})" if log else "")
+                                        + "; check Backend Python in Preferences > Add-ons > GDyn, "
+                                          "or press Set Up Backend there")
 
     def _greet(self, reply: dict) -> None:
         """The handshake's ping reply: send the held requests, or fail them if the protocols differ."""
@@ -293,11 +383,12 @@ class BackendClient:
             spoken = f"protocol {protocol}" if protocol is not None else "no known protocol"
             if "error" in reply:
                 spoken += f" (its ping failed: {reply['error']})"
+            fix = self.update_fix or (
+                f"update gdyn in that environment ({self.python} -m pip install -U /path/to/gdyn) "
+                "or install the add-on zip built from the gdyn that is installed there")
             self._fail_all(
                 f"the gdyn backend at {self.python} (gdyn {result.get('version', '?')}) speaks {spoken} "
-                f"but this add-on needs protocol {PROTOCOL_VERSION}: update gdyn in that environment "
-                f"({self.python} -m pip install -U /path/to/gdyn) or install the add-on zip built "
-                "from the gdyn that is installed there")
+                f"but this add-on needs protocol {PROTOCOL_VERSION}: {fix}")
             self.stop()
             return
         self.backend = result
@@ -311,12 +402,32 @@ class BackendClient:
             self.on_ready(self)
 
     def _death_message(self) -> str:
+        """One line on why the process died and what to do: a Python without gdyn, a backend
+        that could not start, or one that stopped while it worked."""
         if self._stderr_reader is not None:
             self._stderr_reader.join(timeout=1.0)  # its last words explain the death
         code = self._proc.poll() if self._proc is not None else None
         log = self.last_log()
-        return (f"the backend process stopped (exit status {code})"
-                + (f": {log}" if log else "") + "; it restarts on the next request")
+        if MISSING_GDYN.search(log):
+            return (f"the Python at {self.python} has no gdyn backend installed (exit status {code}: {log}): "
+                    "press Set Up Backend in Preferences > Add-ons > GDyn, or set Backend Python there to "
+                    "the python of an environment with gdyn")
+        if self.backend is None:  # it never answered the handshake
+            return (f"the backend at {self.python} could not start (exit status {code})"
+                    + (f": {log}" if log else "") + "; check Backend Python in Preferences > Add-ons > GDyn, "
+                    "or press Set Up Backend there")
+        if isinstance(code, int) and code < 0:
+            try:
+                how = f"killed by {signal.Signals(-code).name}"
+            except ValueError:
+                how = f"killed by signal {-code}"
+            cause = log or f"{how}, from outside or for lack of memory"
+        else:
+            cause = log or "it wrote no reason"
+        working = sorted({job.method for job in self._jobs.values()})
+        during = f" during {', '.join(working)}" if working else ""
+        return (f"the backend process stopped (exit status {code}){during}: {cause}; "
+                "it restarts on the next request: start the job again")
 
     def _fail_all(self, message: str) -> None:
         jobs, self._jobs = list(self._jobs.values()), {}

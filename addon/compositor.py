@@ -6,10 +6,22 @@ become image-sequence nodes starting at the scene's first frame. Only nodes
 and strips named "GDyn ..." are created or replaced; the user's own nodes,
 strips and settings are never removed.
 
-Blender versions: 5.0 keeps the compositor in a node group assigned to
-`scene.compositing_node_group` whose Group Output is the result; 4.2-4.x use
-`scene.use_nodes` + `scene.node_tree` with a Composite node. The Sequencer's
-strip collection is `strips` in 5.0 and `sequences` in 4.x.
+So that the render IS the photo's frames, wiring also (each change reported
+in `Wiring.changes`, one undo step with the rest):
+- mutes the user's Render Layers nodes that no longer reach the output
+  (Blender would otherwise render the 3D scene for every frame, for nothing);
+- with `match` (the scene's "Match Photo" option, on by default) sets the
+  view transform to Standard (no look, exposure 0, gamma 1, no curves or
+  white balance, sRGB display), the 8-bit photo's own encoding, and the
+  render size to the photo's (100 %, square pixels). Under AgX, Blender's
+  default, the frames would render up to 60/255 off.
+
+Blender versions: 5.0-5.2 keep the compositor in a node group assigned to
+`scene.compositing_node_group` whose Group Output is the result; 5.3 has a
+stack of compositor effects (`scene.compositor_effects`, each with a node
+group) and deprecates that property; 4.2-4.x use `scene.use_nodes` +
+`scene.node_tree` with a Composite node. The Sequencer's strip collection
+is `strips` in 5.0 and `sequences` in 4.x.
 """
 
 from __future__ import annotations
@@ -26,19 +38,44 @@ STRIP_NAME = "GDyn Animation"
 GROUP_NAME = "GDyn Compositing"
 
 
+STANDARD_VIEW = (("view_transform", "view transform", "Standard"), ("look", "look", "None"),
+                 ("exposure", "exposure", 0.0), ("gamma", "gamma", 1.0),
+                 ("use_curve_mapping", "curves", False), ("use_white_balance", "white balance", False))
+
+
 def _uses_node_groups() -> bool:
     """Blender 5.0+: the compositor is a node group with a Group Output, no Composite node."""
     return bpy.app.version >= (5, 0, 0)
 
 
+def scene_tree(scene):
+    """The scene's compositor node tree, or None when it has none (nothing is created)."""
+    if not _uses_node_groups():
+        return scene.node_tree
+    effects = getattr(scene, "compositor_effects", None)  # 5.3+
+    if effects is None:
+        return scene.compositing_node_group
+    return effects.active.node_group if effects.active is not None else None
+
+
+def set_scene_tree(scene, tree) -> None:
+    """Make `tree` (a node group) the scene's compositor: 5.3's active effect, or 5.0's property."""
+    effects = getattr(scene, "compositor_effects", None)
+    if effects is None:
+        scene.compositing_node_group = tree
+        return
+    effect = effects.active if effects.active is not None else effects.new(name=GROUP_NAME)
+    effect.node_group = tree
+
+
 def compositor_tree(scene):
     """The scene's compositor node tree, created (empty but for its output) if missing."""
     if _uses_node_groups():
-        tree = scene.compositing_node_group
+        tree = scene_tree(scene)
         if tree is None:
             tree = bpy.data.node_groups.new(GROUP_NAME, "CompositorNodeTree")
             tree.interface.new_socket("Image", in_out="OUTPUT", socket_type="NodeSocketColor")
-            scene.compositing_node_group = tree
+            set_scene_tree(scene, tree)
         return tree
     created = scene.node_tree is None
     scene.use_nodes = True
@@ -106,20 +143,72 @@ def _image_node(tree, name: str, image, frames: int, start: int, cyclic: bool, l
 
 @dataclass
 class Wiring:
-    """What `wire_outputs` loaded: the frames sequence, the displacement maps (None when the
-    output has none) and the number of frames."""
+    """What `wire_outputs` did: the frames sequence it loaded, the displacement maps (None when
+    the output has none), the number of frames, and the scene settings it changed, as
+    "what old -> new" texts for the report."""
 
     frames: "bpy.types.Image"
     displacement: "bpy.types.Image | None"
     count: int
+    changes: tuple[str, ...] = ()
 
 
-def wire_outputs(scene, outdir, cyclic: bool = False) -> Wiring:
+def _upstream(node) -> set[str]:
+    """Names of the nodes whose output reaches `node` through links (itself included)."""
+    seen, todo = set(), [node]
+    while todo:
+        current = todo.pop()
+        if current.name in seen:
+            continue
+        seen.add(current.name)
+        todo.extend(link.from_node for socket in current.inputs for link in socket.links)
+    return seen
+
+
+def mute_unused_render_layers(tree, output_node) -> list[str]:
+    """Mute the Render Layers nodes that do not reach `output_node`; what was muted, as texts.
+    (An unmuted Render Layers node makes Blender render the 3D scene, used or not.)"""
+    used = _upstream(output_node)
+    changes = []
+    for node in tree.nodes:
+        if node.bl_idname == "CompositorNodeRLayers" and not node.mute and node.name not in used:
+            node.mute = True
+            changes.append(f"muted Render Layers node '{node.name}' (it no longer reaches the output)")
+    return changes
+
+
+def _change(owner, name: str, value, label: str, changes: list[str]) -> None:
+    """Set owner.name = value if it differs (and exists in this Blender), noting 'label old -> new'."""
+    if hasattr(owner, name) and getattr(owner, name) != value:
+        changes.append(f"{label} {getattr(owner, name)} -> {value}")
+        setattr(owner, name, value)
+
+
+def match_photo(scene, width: int, height: int) -> list[str]:
+    """Render the photo as it is: Standard view on an sRGB display, at width x height pixels
+    (100 %, square pixels). Returns what changed, as "what old -> new" texts."""
+    changes: list[str] = []
+    _change(scene.display_settings, "display_device", "sRGB", "display", changes)
+    for name, label, value in STANDARD_VIEW:
+        _change(scene.view_settings, name, value, label, changes)
+    render = scene.render
+    if (render.resolution_x, render.resolution_y) != (width, height):
+        changes.append(f"resolution {render.resolution_x}x{render.resolution_y} -> {width}x{height}")
+        render.resolution_x, render.resolution_y = width, height
+    _change(render, "resolution_percentage", 100, "resolution %", changes)
+    _change(render, "pixel_aspect_x", 1.0, "pixel aspect x", changes)
+    _change(render, "pixel_aspect_y", 1.0, "pixel aspect y", changes)
+    return changes
+
+
+def wire_outputs(scene, outdir, cyclic: bool = False, match: bool = True) -> Wiring:
     """Put OUTDIR's frames and displacement maps into the scene's compositor.
 
     The frames node feeds the compositor's output; the displacement node
     (Non-Color, values in pixels) feeds a Separate Color node whose R and G
     outputs are the x and y displacement, for the user's own node setups.
+    Render Layers nodes left unused are muted; with `match` the view and the
+    render size are set for the photo (see the module docstring).
     """
     outdir = Path(outdir)
     first, count = first_file(outdir / "frames", ".png")
@@ -127,7 +216,11 @@ def wire_outputs(scene, outdir, cyclic: bool = False) -> Wiring:
     tree = compositor_tree(scene)
     start = scene.frame_start
     frames_node = _image_node(tree, FRAMES_NODE, frames_image, count, start, cyclic, (-300, 200))
-    tree.links.new(frames_node.outputs["Image"], output_socket(tree))
+    output = output_socket(tree)
+    tree.links.new(frames_node.outputs["Image"], output)
+    changes = mute_unused_render_layers(tree, output.node)
+    if match:
+        changes += match_photo(scene, *frames_image.size)
     displacement_image = None
     maps = outdir / "displacement"
     if maps.is_dir() and any(maps.glob("*.exr")):
@@ -141,7 +234,7 @@ def wire_outputs(scene, outdir, cyclic: bool = False) -> Wiring:
             separate.name = separate.label = SEPARATE_NODE
             separate.location = (0, -150)
         tree.links.new(map_node.outputs["Image"], separate.inputs[0])
-    return Wiring(frames_image, displacement_image, count)
+    return Wiring(frames_image, displacement_image, count, tuple(changes))
 
 
 def _strips(scene):

@@ -1,20 +1,34 @@
-"""Operators: Animate, Simulate, Export Loop (backend jobs), pokes, drag in the Image Editor.
+"""Operators: Animate, Simulate, Export Loop (backend jobs), pokes, drag in the Image Editor,
+and the backend's set-up.
 
 The job operators are modal only to show progress and catch Esc: the job
 itself is started by the functions in `jobs` and finished by `session.poll`
 (a `bpy.app.timers` function, the one poller), so Blender never waits on the
-backend; the operators only read their job's state. Failures
-are reported with `self.report({'ERROR'}, ...)`; the user's scene is only
-changed after a job succeeds, and only by adding or replacing "GDyn" nodes.
+backend; the operators only read their job's state. Esc cancels only when
+the mouse is over the editor the job was started from and no playback runs
+(else it is Blender's); the GDyn tab's Cancel button always does. While a
+job or the set-up runs, the job buttons are greyed (`poll`). Failures are
+reported with `self.report({'ERROR'}, ...)`; the user's scene is only
+changed after a job succeeds (one undo step, see `jobs`).
+
+The operators' logic lives in mixin classes (`_JobOperator`, `_DragPoint`)
+that tests drive with stand-in events and regions; the registered classes
+add `bpy.types.Operator`.
 """
 
 from __future__ import annotations
 
+import math
+import sys
+
 import bpy
 from bpy.props import IntProperty, StringProperty
 
-from . import compositor, jobs, session
+from . import compositor, environment, jobs, outputs, properties, session, view
 from .backend_client import PROTOCOL_VERSION, BackendError
+from .backend_setup import Setup
+
+BUSY = "GDyn is busy: wait for the running job or set-up, or press Cancel in the GDyn tab"
 
 
 def active_image(context):
@@ -53,28 +67,68 @@ def _require_image(context, name: str):
     return image
 
 
+def progress_text(verb: str, job) -> str:
+    """The status line of a running job or set-up: 'GDyn Animate: rendering 12/48'."""
+    detail = f" ({job.detail[:80]})" if job.detail else ""
+    return f"GDyn {verb}: {job.stage} {job.done_units}/{job.total_units}{detail}"
+
+
+def describe_backend(info: dict) -> str:
+    """The Check Backend report of an `info` result, with the version note if any."""
+    text = (f"GDyn backend: gdyn {info.get('gdyn')} (protocol {PROTOCOL_VERSION}), torch {info.get('torch')}, "
+            f"device {info.get('device')}, python {info.get('python')}")
+    note = session.version_note()
+    return text + (f"; {note}" if note else "")
+
+
+def allowed(cls, problem: str | None) -> bool:
+    """For poll(): True when there is no `problem`, else False with it as the greyed button's tooltip."""
+    if problem is not None:
+        cls.poll_message_set(problem)
+    return problem is None
+
+
 class _JobOperator:
-    """Start a backend job, show its progress in the status bar, Esc cancels."""
+    """Start a job (a backend `Job`, or a `backend_setup.Setup`: same progress interface), show
+    its progress in the status bar, Esc over the editor it was started from cancels it."""
 
     _job = None
     _timer = None  # a window timer: its events let modal() show progress (session.poll dispatches)
+    _area_rect = None  # (x, y, width, height) in window pixels of the editor it was started from
     verb = "Working"
+    cancel_with_window = True  # when Blender ends the modal (file load, window closed), cancel the job
 
-    image: StringProperty(name="Image", description="Name of the image to use "
-                          "(default: the one shown in the Image Editor)")
+    @classmethod
+    def poll(cls, context):
+        return allowed(cls, BUSY if session.busy() or environment.running() is not None else None)
 
     def start(self, context):
         raise NotImplementedError
 
-    def finished(self, context, job) -> None:
-        """Called with a successful job before the operator ends."""
+    def warning(self, context) -> str | None:
+        """A line to report as a warning once the job has started, or None."""
+        return None
 
-    def invoke(self, context, event):
+    def finished(self, context, job):
+        """Called with a successful job; may return another job to follow the same way."""
+
+    def _begin(self, context) -> bool:
+        """Start the job; False (reported) when it cannot start."""
         try:
             self._job = self.start(context)
         except BackendError as exc:
-            self.report({"ERROR"}, str(exc))
+            self.report({"ERROR"}, f"GDyn: {exc}")
+            return False
+        note = self.warning(context)
+        if note:
+            self.report({"WARNING"}, f"GDyn: {note}")
+        return True
+
+    def invoke(self, context, event):
+        if not self._begin(context):
             return {"CANCELLED"}
+        area = context.area
+        self._area_rect = (area.x, area.y, area.width, area.height) if area is not None else None
         wm = context.window_manager
         self._timer = wm.event_timer_add(session.POLL_INTERVAL_S, window=context.window)
         wm.progress_begin(0, 1000)
@@ -83,24 +137,35 @@ class _JobOperator:
 
     def execute(self, context):
         """Without a window (scripts): start the job; the timer finishes it."""
-        try:
-            self._job = self.start(context)
-        except BackendError as exc:
-            self.report({"ERROR"}, str(exc))
-            return {"CANCELLED"}
-        return {"FINISHED"}
+        return {"FINISHED"} if self._begin(context) else {"CANCELLED"}
 
     def _end(self, context) -> None:
         wm = context.window_manager
         wm.progress_end()
         if self._timer is not None:
             wm.event_timer_remove(self._timer)
+            self._timer = None
         if context.workspace is not None:
             context.workspace.status_text_set(None)
+
+    def cancel(self, context):
+        """Blender ended the modal (file load, window closed): clean up, and stop the job."""
+        self._end(context)
+        if self.cancel_with_window and self._job is not None:
+            self._job.cancel()
+
+    def esc_cancels(self, context, event) -> bool:
+        """Esc is meant for the job: the mouse is over its editor and no playback runs."""
+        if self._area_rect is None or (context.screen is not None and context.screen.is_animation_playing):
+            return False
+        x, y, width, height = self._area_rect
+        return x <= event.mouse_x < x + width and y <= event.mouse_y < y + height
 
     def modal(self, context, event):
         job = self._job
         if event.type == "ESC" and event.value == "PRESS":
+            if not self.esc_cancels(context, event):
+                return {"PASS_THROUGH"}
             job.cancel()
             return {"RUNNING_MODAL"}
         if event.type != "TIMER":
@@ -108,17 +173,25 @@ class _JobOperator:
         if not job.finished:
             context.window_manager.progress_update(int(job.fraction * 1000))
             if context.workspace is not None:
-                context.workspace.status_text_set(
-                    f"GDyn {self.verb}: {job.stage} {job.done_units}/{job.total_units}  (Esc cancels)")
+                context.workspace.status_text_set(f"{progress_text(self.verb, job)}  (Esc over this editor cancels)")
+            for window in context.window_manager.windows:  # the GDyn tab and the preferences show it too
+                for area in window.screen.areas:
+                    if area.type in {"IMAGE_EDITOR", "PREFERENCES"}:
+                        area.tag_redraw()
             return {"RUNNING_MODAL"}
-        self._end(context)
         if job.error == "cancelled":
+            self._end(context)
             self.report({"WARNING"}, f"GDyn: {self.verb} cancelled; nothing was written")
             return {"CANCELLED"}
         if job.error is not None:
+            self._end(context)
             self.report({"ERROR"}, f"GDyn: {job.error}")
             return {"CANCELLED"}
-        self.finished(context, job)
+        follow = self.finished(context, job)
+        if follow is not None:
+            self._job = follow
+            return {"RUNNING_MODAL"}
+        self._end(context)
         return {"FINISHED"}
 
 
@@ -143,7 +216,17 @@ def show_in_image_editors(context, source, wiring: compositor.Wiring, cyclic: bo
             area.tag_redraw()
 
 
-class _WiresFrames(_JobOperator):
+class _PhotoJob(_JobOperator):
+    """A backend job on a photo: the Image Editor's, or the one named by `image`."""
+
+    image: StringProperty(name="Image", description="Name of the image to use "
+                          "(default: the one shown in the Image Editor)")
+
+    def warning(self, context):
+        return outputs.unsaved_warning(context.scene.gdyn.output_dir)
+
+
+class _WiresFrames(_PhotoJob):
     """A job whose output is wired into the scene and shown in the Image Editors."""
 
     begin = None  # staticmethod(jobs.start_animate or jobs.start_simulate)
@@ -153,11 +236,15 @@ class _WiresFrames(_JobOperator):
         return self.begin(context.scene, self._source)
 
     def finished(self, context, job):
-        if job.outcome is not None:
+        wiring = job.outcome
+        changed = ""
+        if wiring is not None:
             cyclic = job.method == "animate" and context.scene.gdyn.loop
-            show_in_image_editors(context, self._source, job.outcome, cyclic)
+            show_in_image_editors(context, self._source, wiring, cyclic)
+            if wiring.changes:
+                changed = f"; changed for the photo: {', '.join(wiring.changes)} (Ctrl+Z undoes)"
         self.report({"INFO"}, f"GDyn: {self.verb} done: {job.result['output']} "
-                             f"(motion source: {job.result.get('source', 'unknown')})")
+                             f"(motion source: {job.result.get('source', 'unknown')}){changed}")
 
 
 class GDYN_OT_animate(_WiresFrames, bpy.types.Operator):
@@ -176,7 +263,7 @@ class GDYN_OT_simulate(_WiresFrames, bpy.types.Operator):
     begin = staticmethod(jobs.start_simulate)
 
 
-class GDYN_OT_export_loop(_JobOperator, bpy.types.Operator):
+class GDYN_OT_export_loop(_PhotoJob, bpy.types.Operator):
     """Write a seamless loop of the photo (MP4, GIF or PNG frames) as a background plate"""
 
     bl_idname = "gdyn.export_loop"
@@ -185,6 +272,9 @@ class GDYN_OT_export_loop(_JobOperator, bpy.types.Operator):
 
     def start(self, context):
         return jobs.start_export(context.scene, _require_image(context, self.image))
+
+    def warning(self, context):
+        return outputs.unsaved_warning(context.scene.gdyn.export_path)
 
     def finished(self, context, job):
         result = job.result
@@ -198,14 +288,107 @@ class GDYN_OT_check_backend(_JobOperator, bpy.types.Operator):
     bl_label = "Check Backend"
     verb = "Check"
 
+    @classmethod
+    def poll(cls, context):
+        return allowed(cls, "the backend is being set up" if environment.running() is not None else None)
+
     def start(self, context):
         return session.request("info", {})
 
     def finished(self, context, job):
-        info = job.result
-        self.report({"INFO"}, f"GDyn backend: gdyn {info.get('gdyn')} (protocol {PROTOCOL_VERSION}), "
-                              f"torch {info.get('torch')}, device {info.get('device')}, "
-                              f"python {info.get('python')}")
+        self.report({"INFO"}, describe_backend(job.result))
+
+
+class GDYN_OT_cancel_jobs(bpy.types.Operator):
+    """Cancel the running GDyn job (nothing it was writing is kept)"""
+
+    bl_idname = "gdyn.cancel_jobs"
+    bl_label = "Cancel"
+
+    @classmethod
+    def poll(cls, context):
+        return session.busy()
+
+    def execute(self, context):
+        session.cancel_all()
+        return {"FINISHED"}
+
+
+def _checked(job) -> None:
+    """on_done of the check after a set-up: the result on the console (scripts see it too)."""
+    print(f"GDyn: Check Backend failed: {job.error}" if job.error else describe_backend(job.result),
+          file=sys.stderr if job.error else sys.stdout)
+
+
+def _setup_done(setup) -> None:
+    """After a set-up (in `environment.poll`): fill Backend Python and check the new backend."""
+    if setup.error is not None:
+        if setup.error != "cancelled":
+            print(f"GDyn: Set Up Backend failed: {setup.error}", file=sys.stderr)
+        return
+    properties.preferences(bpy.context).backend_python = str(setup.python)
+    try:
+        setup.check_job = session.request("info", {}, on_done=_checked)
+    except BackendError as exc:
+        print(f"GDyn: Check Backend failed: {exc}", file=sys.stderr)
+
+
+class _SetUpBackend(_JobOperator):
+    """Make the private environment (`environment.start`), follow it, then the check it starts."""
+
+    cancel_with_window = False  # the set-up goes on (its timer) when a file is opened
+
+    @classmethod
+    def poll(cls, context):
+        return allowed(cls, "this add-on carries no backend: install the zip built by build_addon.py"
+                       if environment.bundled_wheel() is None else None) and super().poll(context)
+
+    def start(self, context):
+        session.stop_backend()  # it may run from the environment about to be replaced
+        return environment.start(properties.preferences(context).setup_python, on_done=_setup_done)
+
+    def finished(self, context, job):
+        """The set-up, then the check it started (see `_setup_done`)."""
+        if not isinstance(job, Setup):
+            self.report({"INFO"}, describe_backend(job.result))
+            return None
+        self.report({"INFO"}, f"GDyn: backend set up in {job.seconds:.0f} s: {job.python}; checking it")
+        return job.check_job
+
+
+class GDYN_OT_setup_backend(_SetUpBackend, bpy.types.Operator):
+    """Make the backend's private Python 3.11 environment with torch and the gdyn bundled with this
+    add-on (a few minutes, about 2 GB); then set Backend Python and check it"""
+
+    bl_idname = "gdyn.setup_backend"
+    bl_label = verb = "Set Up Backend"
+
+
+class GDYN_OT_update_backend(_SetUpBackend, bpy.types.Operator):
+    """Make the private environment again with the gdyn bundled with this (updated) add-on"""
+
+    bl_idname = "gdyn.update_backend"
+    bl_label = verb = "Update Backend"
+
+    @classmethod
+    def poll(cls, context):
+        return allowed(cls, "there is no private environment yet: press Set Up Backend"
+                       if environment.installed() is None else None) and super().poll(context)
+
+
+class GDYN_OT_cancel_setup(bpy.types.Operator):
+    """Stop setting up the backend; what was made so far is removed"""
+
+    bl_idname = "gdyn.cancel_setup"
+    bl_label = "Cancel Set-Up"
+
+    @classmethod
+    def poll(cls, context):
+        return environment.running() is not None
+
+    def execute(self, context):
+        environment.running().cancel()
+        return {"FINISHED"}
 
 
 def _image_size(context) -> tuple[int, int]:
@@ -250,14 +433,63 @@ class GDYN_OT_remove_poke(bpy.types.Operator):
         return {"FINISHED"}
 
 
-def region_to_pixel(region, image_size, mouse_x: int, mouse_y: int) -> tuple[float, float]:
-    """Image Editor region coordinates -> still pixels (x right, y down from the top-left)."""
-    u, v = region.view2d.region_to_view(mouse_x, mouse_y)
-    width, height = image_size
-    return u * width, (1.0 - v) * height
+OFF_PHOTO = "that point is not on the photo: press on the image itself"
+DRAG_PROMPT = "GDyn: press on the photo and drag, release to let go (Esc or right-click cancels)"
 
 
-class GDYN_OT_drag_poke(bpy.types.Operator):
+class _DragPoint:
+    """Press on the photo in the Image Editor's main region, drag, release: a Drag poke from the
+    pressed photo pixel, its force the drag in photo pixels (mapping in `view`). Started from
+    the sidebar like from the image itself; events over the sidebar or a header pass through."""
+
+    def invoke(self, context, event):
+        self._region, self._image, self._start = view.main_region(context.area), active_image(context), None
+        if self._region is None or self._image is None:
+            self.report({"ERROR"}, "GDyn: Drag Point works in an Image Editor that shows the photo")
+            return {"CANCELLED"}
+        context.window_manager.modal_handler_add(self)
+        context.area.header_text_set(DRAG_PROMPT)
+        return {"RUNNING_MODAL"}
+
+    def _end(self, context, result: set) -> set:
+        context.area.header_text_set(None)
+        return result
+
+    def _drag(self, event) -> tuple[float, float]:
+        """The drag so far in photo pixels (the mouse may be beside the photo or the region)."""
+        x, y = view.view_pixel(self._region, event.mouse_x - self._region.x, event.mouse_y - self._region.y,
+                               tuple(self._image.size))
+        return x - self._start[0], y - self._start[1]
+
+    def modal(self, context, event):
+        if event.type in {"ESC", "RIGHTMOUSE"} and event.value == "PRESS":
+            return self._end(context, {"CANCELLED"})
+        point = view.region_point(self._region, event)
+        if self._start is None:
+            if event.type != "LEFTMOUSE" or event.value != "PRESS" or point is None:
+                return {"PASS_THROUGH"}  # navigation, and presses on the sidebar or a header, are the UI's
+            self._start = view.photo_pixel(self._region, *point, self._image)
+            if self._start is None:
+                self.report({"WARNING"}, f"GDyn: {OFF_PHOTO}")
+            return {"RUNNING_MODAL"}
+        dx, dy = self._drag(event)
+        if not (math.isfinite(dx) and math.isfinite(dy)):
+            self.report({"ERROR"}, "GDyn: the drag cannot be measured in this view (zoom in and try again)")
+            return self._end(context, {"CANCELLED"})
+        if event.type == "LEFTMOUSE" and event.value == "RELEASE":
+            settings = context.scene.gdyn
+            poke = settings.pokes.add()
+            poke.name = f"Drag {len(settings.pokes)}"
+            poke.kind, poke.frame, poke.duration = "DRAG", context.scene.frame_current, settings.drag_hold
+            poke.location, poke.force = self._start, (dx, dy)
+            settings.active_poke = len(settings.pokes) - 1
+            return self._end(context, {"FINISHED"})
+        context.area.header_text_set(f"GDyn drag: ({self._start[0]:.0f}, {self._start[1]:.0f}) "
+                                     f"by ({dx:+.1f}, {dy:+.1f}) px  (release to let go)")
+        return {"RUNNING_MODAL"}
+
+
+class GDYN_OT_drag_poke(_DragPoint, bpy.types.Operator):
     """Drag a point of the photo and release it: adds a Drag poke at the current frame"""
 
     bl_idname = "gdyn.drag_poke"
@@ -269,42 +501,7 @@ class GDYN_OT_drag_poke(bpy.types.Operator):
         return (context.area is not None and context.area.type == "IMAGE_EDITOR"
                 and active_image(context) is not None)
 
-    def invoke(self, context, event):
-        self._start = None
-        context.window_manager.modal_handler_add(self)
-        context.area.header_text_set("GDyn: press and drag a point of the photo, release to let go "
-                                     "(Esc cancels)")
-        return {"RUNNING_MODAL"}
 
-    def _pixel(self, context, event):
-        return region_to_pixel(context.region, _image_size(context),
-                               event.mouse_region_x, event.mouse_region_y)
-
-    def modal(self, context, event):
-        if event.type in {"ESC", "RIGHTMOUSE"}:
-            context.area.header_text_set(None)
-            return {"CANCELLED"}
-        if event.type == "LEFTMOUSE" and event.value == "PRESS":
-            self._start = self._pixel(context, event)
-        elif event.type == "MOUSEMOVE" and self._start is not None:
-            x, y = self._pixel(context, event)
-            context.area.header_text_set(f"GDyn drag: ({self._start[0]:.0f}, {self._start[1]:.0f}) "
-                                         f"by ({x - self._start[0]:+.1f}, {y - self._start[1]:+.1f}) px")
-        elif event.type == "LEFTMOUSE" and event.value == "RELEASE" and self._start is not None:
-            x, y = self._pixel(context, event)
-            settings = context.scene.gdyn
-            poke = settings.pokes.add()
-            poke.name = f"Drag {len(settings.pokes)}"
-            poke.kind = "DRAG"
-            poke.frame = context.scene.frame_current
-            poke.duration = settings.drag_hold
-            poke.location = self._start
-            poke.force = (x - self._start[0], y - self._start[1])
-            settings.active_poke = len(settings.pokes) - 1
-            context.area.header_text_set(None)
-            return {"FINISHED"}
-        return {"RUNNING_MODAL"}
-
-
-CLASSES = (GDYN_OT_animate, GDYN_OT_simulate, GDYN_OT_export_loop, GDYN_OT_check_backend, GDYN_OT_add_poke,
+CLASSES = (GDYN_OT_animate, GDYN_OT_simulate, GDYN_OT_export_loop, GDYN_OT_check_backend, GDYN_OT_cancel_jobs,
+           GDYN_OT_setup_backend, GDYN_OT_update_backend, GDYN_OT_cancel_setup, GDYN_OT_add_poke,
            GDYN_OT_remove_poke, GDYN_OT_drag_poke)

@@ -37,6 +37,15 @@ def resolve_path(path: str) -> Path:
     return Path(bpy.path.abspath(path))
 
 
+def unsaved_warning(path: str) -> str | None:
+    """A line when output `path` (a Blender path) goes to the temp folder because the file is not
+    saved, else None. (After a later save, the nodes would point into the temp folder.)"""
+    if bpy.data.filepath or not path.startswith("//"):
+        return None
+    return (f"this file is not saved, so GDyn writes to {resolve_path(path)}: "
+            "save the .blend first to keep the outputs beside it")
+
+
 def new_output_dir(scene, image_name: str, kind: str) -> Path:
     """A fresh folder `<photo stem>_<kind>_NNN` under the scene's output folder."""
     folder = resolve_path(scene.gdyn.output_dir or "//gdyn/")

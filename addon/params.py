@@ -7,6 +7,7 @@ down), frames counted from 0 at the scene's first frame, fps in Hz.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import bpy
@@ -76,6 +77,28 @@ def _value_at(fcurves: dict, owner, prop: str, frame: int) -> tuple[float, ...]:
                  for i in range(len(current)))
 
 
+def _sent_pokes(scene):
+    """(kind, add-on poke, request dict) for each poke and drag `simulate` is sent, in order;
+    kind is "poke" or "drag" (see `collect_pokes`)."""
+    fcurves = scene_fcurves(scene)
+    for poke in (p for p in scene.gdyn.pokes if p.enabled):
+        start = poke.frame - scene.frame_start
+        keyed = any(poke.path_from_id(prop) == key[0] for key in fcurves for prop in ("location", "force"))
+        if poke.kind == "DRAG":
+            for step in range(poke.duration) if keyed else range(1):
+                (x, y), (dx, dy) = (_value_at(fcurves, poke, prop, poke.frame + step) for prop in ("location", "force"))
+                end = start + step if keyed else start + poke.duration - 1
+                yield "drag", poke, {"start": start + step, "end": end, "x": x, "y": y, "dx": dx, "dy": dy}
+            continue
+        steps = range(poke.duration) if keyed else range(1)
+        share = poke.duration if keyed else 1
+        for step in steps:
+            frame = poke.frame + step
+            (x, y), (dx, dy) = (_value_at(fcurves, poke, prop, frame) for prop in ("location", "force"))
+            yield "poke", poke, {"frame": start + step, "x": x, "y": y, "dx": dx / share, "dy": dy / share,
+                                 "duration": 1 if keyed else poke.duration}
+
+
 def collect_pokes(scene) -> tuple[list[dict], list[dict]]:
     """(pokes, drags) of the enabled scene pokes, as the `simulate` params of those names.
 
@@ -89,25 +112,40 @@ def collect_pokes(scene) -> tuple[list[dict], list[dict]]:
     point or force is keyframed (a baked live gesture), each of those frames
     is a one-frame drag with that frame's values.
     """
-    fcurves = scene_fcurves(scene)
-    pokes, drags = [], []
-    for poke in (p for p in scene.gdyn.pokes if p.enabled):
-        start = poke.frame - scene.frame_start
-        keyed = any(poke.path_from_id(prop) == key[0] for key in fcurves for prop in ("location", "force"))
-        if poke.kind == "DRAG":
-            for step in range(poke.duration) if keyed else range(1):
-                (x, y), (dx, dy) = (_value_at(fcurves, poke, prop, poke.frame + step) for prop in ("location", "force"))
-                end = start + step if keyed else start + poke.duration - 1
-                drags.append({"start": start + step, "end": end, "x": x, "y": y, "dx": dx, "dy": dy})
-            continue
-        steps = range(poke.duration) if keyed else range(1)
-        share = poke.duration if keyed else 1
-        for step in steps:
-            frame = poke.frame + step
-            (x, y), (dx, dy) = (_value_at(fcurves, poke, prop, frame) for prop in ("location", "force"))
-            pokes.append({"frame": start + step, "x": x, "y": y, "dx": dx / share, "dy": dy / share,
-                          "duration": 1 if keyed else poke.duration})
-    return pokes, drags
+    sent = list(_sent_pokes(scene))
+    return ([entry for kind, _, entry in sent if kind == "poke"],
+            [entry for kind, _, entry in sent if kind == "drag"])
+
+
+def poke_names(scene) -> dict[str, list[str]]:
+    """{"poke": [...], "drag": [...]}: the add-on poke's name behind each sent poke and drag, in
+    the order `collect_pokes` sends them (a keyframed poke is sent once per frame)."""
+    names: dict[str, list[str]] = {"poke": [], "drag": []}
+    for kind, poke, _ in _sent_pokes(scene):
+        names[kind].append(poke.name)
+    return names
+
+
+BACKEND_POKE_ERROR = re.compile(r"^(?:simulate: )?(poke|drag) (\d+): (.*)$")
+BACKEND_FRAME = re.compile(r"\b(frames? |start <= )(\d+)(?:-(\d+))?")
+
+
+def explain_poke_error(error: str, names: dict[str, list[str]], frame_start: int) -> str:
+    """A backend `simulate` error about "poke N" / "drag N" (N from 1 in the order sent, frames
+    from 0 at the scene start) in the user's terms: the poke's name and scene frames."""
+    found = BACKEND_POKE_ERROR.match(error)
+    if found is None:
+        return error
+    kind, number, rest = found.group(1), int(found.group(2)), found.group(3)
+    if not 1 <= number <= len(names[kind]):
+        return error
+
+    def scene_frames(match: re.Match) -> str:
+        text = f"{match.group(1)}{int(match.group(2)) + frame_start}"
+        return text + (f"-{int(match.group(3)) + frame_start}" if match.group(3) else "")
+
+    rest, frames = BACKEND_FRAME.subn(scene_frames, rest)
+    return f"{kind.capitalize()} '{names[kind][number - 1]}': {rest}" + (" (scene frames)" if frames else "")
 
 
 def motion_for_simulate(scene) -> Path:

@@ -3,6 +3,10 @@
 Units: poke positions are pixels of the still (x right, y down, origin at the
 top-left corner, as in `gdyn simulate`); forces are pixels of displacement
 direction times strength; frames are scene frames.
+
+Path properties take Blender's '//' (relative to the .blend) prefix; from
+Blender 4.5 they say so (PATH_SUPPORTS_BLEND_RELATIVE, which 4.2-4.4 do not
+know), else 4.5+ warns on every '//' value.
 """
 
 from __future__ import annotations
@@ -14,6 +18,8 @@ from bpy.props import (BoolProperty, CollectionProperty, EnumProperty, FloatProp
                        FloatVectorProperty, IntProperty, PointerProperty, StringProperty)
 
 from . import presets
+
+PATH_OPTIONS = {"ANIMATABLE", "PATH_SUPPORTS_BLEND_RELATIVE"} if bpy.app.version >= (4, 5, 0) else {"ANIMATABLE"}
 
 
 def _preset_items(self, context):
@@ -54,8 +60,8 @@ class GDynSettings(bpy.types.PropertyGroup):
                                 description="The procedural preset, by name (what the file stores)")
     preset: EnumProperty(name="Preset", items=_preset_items, get=_get_preset, set=_set_preset,
                          description="Named motion settings offered by the backend")
-    motion_file: StringProperty(name="Motion File", subtype="FILE_PATH")
-    checkpoint: StringProperty(name="Checkpoint", subtype="FILE_PATH")
+    motion_file: StringProperty(name="Motion File", subtype="FILE_PATH", options=PATH_OPTIONS)
+    checkpoint: StringProperty(name="Checkpoint", subtype="FILE_PATH", options=PATH_OPTIONS)
     use_scene_range: BoolProperty(name="Scene Frames and FPS", default=True,
                                   description="Use the scene's frame range and frame rate")
     frames: IntProperty(name="Frames", default=150, min=2, max=100000)
@@ -68,8 +74,12 @@ class GDynSettings(bpy.types.PropertyGroup):
     seed: IntProperty(name="Seed", default=0, min=0)
     mask: PointerProperty(name="Mask", type=bpy.types.Image,
                           description="White moves, black is pinned (an image saved on disk)")
-    output_dir: StringProperty(name="Output", subtype="DIR_PATH", default="//gdyn/",
+    output_dir: StringProperty(name="Output", subtype="DIR_PATH", default="//gdyn/", options=PATH_OPTIONS,
                                description="Folder for animation outputs; each run makes a new subfolder")
+    match_photo: BoolProperty(name="Match Photo", default=True,
+                              description="When GDyn wires the compositor, set the view transform to Standard and "
+                                          "the render size to the photo's, so the render is the photo's frames "
+                                          "as they are (each change is reported; Ctrl+Z undoes)")
     use_sequencer: BoolProperty(name="Sequencer Strip", default=False,
                                 description="Also add the frames as an image strip in the Sequencer")
     damping: FloatProperty(name="Damping", default=0.05, min=0.0, max=1.0,
@@ -81,33 +91,43 @@ class GDynSettings(bpy.types.PropertyGroup):
                            description="The photo last animated (used when no Image Editor shows one)")
     pokes: CollectionProperty(type=GDynPoke)
     active_poke: IntProperty(name="Active Poke", default=0)
-    last_output: StringProperty(name="Last Output", subtype="DIR_PATH",
+    last_output: StringProperty(name="Last Output", subtype="DIR_PATH", options=PATH_OPTIONS,
                                 description="Output folder of the last Animate or Simulate")
     export_format: EnumProperty(name="Format", items=[
         ("MP4", "MP4", "H.264 video"), ("GIF", "GIF", "Animated GIF"),
         ("PNG", "PNG Frames", "A folder of PNG frames and EXR displacement maps"),
     ], default="MP4")
-    export_path: StringProperty(name="Export To", subtype="FILE_PATH", default="//gdyn_loop")
+    export_path: StringProperty(name="Export To", subtype="FILE_PATH", default="//gdyn_loop", options=PATH_OPTIONS)
 
 
 class GDynPreferences(bpy.types.AddonPreferences):
     bl_idname = __package__
 
     backend_python: StringProperty(
-        name="Backend Python", subtype="FILE_PATH",
-        description="Python of a venv with gdyn installed, e.g. /path/to/gdyn/.venv/bin/python")
+        name="Backend Python", subtype="FILE_PATH", options=PATH_OPTIONS,
+        description="Python of an environment with gdyn installed (Set Up Backend fills it in), "
+                    "e.g. /path/to/gdyn/.venv/bin/python")
+    setup_python: StringProperty(
+        name="Setup Python", subtype="FILE_PATH", options=PATH_OPTIONS,
+        description="A Python 3.11 for Set Up Backend to make the environment from (empty: Blender's own "
+                    "Python when it is 3.11, else python3.11 on the PATH)")
 
     def draw(self, context):
-        col = self.layout.column()
-        col.prop(self, "backend_python")
-        col.label(text="Create it with the README's main command; it makes .venv with gdyn and torch.")
-        col.operator("gdyn.check_backend")
+        from .panels import draw_preferences  # the UI module (it imports the session, which imports this)
+
+        draw_preferences(self.layout, self)
+
+
+def preferences(context):
+    """The add-on's preferences (`GDynPreferences`), or None when the add-on is not enabled."""
+    addon = context.preferences.addons.get(__package__)
+    return addon.preferences if addon is not None else None
 
 
 def backend_python(context) -> str:
     """The backend interpreter: the preference, else $GDYN_PYTHON, else ''."""
-    addon = context.preferences.addons.get(__package__)
-    path = addon.preferences.backend_python if addon is not None else ""
+    prefs = preferences(context)
+    path = prefs.backend_python if prefs is not None else ""
     return bpy.path.abspath(path) if path else os.environ.get("GDYN_PYTHON", "")
 
 

@@ -1,7 +1,9 @@
-"""Shared fixtures and helpers: real photos and clips from ../shared/data (skip cleanly when absent),
-the one "poll until done" helper, a `gdyn serve` subprocess (`serve`), and the repository root on
-sys.path (`addon`)."""
+"""Shared fixtures and helpers: real photos and clips from ../shared/data (skip cleanly when
+absent), the one "poll until done" helper, a `gdyn serve` subprocess (`serve`), the built add-on
+zip, and the repository root on sys.path (`addon`, and `gdyn_backend` from source where it is
+not installed: the bpy matrix)."""
 
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -9,22 +11,27 @@ from typing import Callable
 
 import pytest
 
-import gdyn_backend  # noqa: F401  (sets OpenCV/OpenMP environment before torch loads)
-
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(Path(__file__).parent))  # tests/synthetic.py
+sys.path.insert(0, str(Path(__file__).parent))  # tests/synthetic.py, tests/backend_side.py
 sys.path.insert(0, str(ROOT))  # the Blender add-on, `addon` (not an installed package)
 
 from backend_process import Serve  # noqa: E402
-from synthetic import SHARED_STILLS  # noqa: E402
+from backend_side import BACKEND_PYTHON  # noqa: E402
 
+import gdyn_backend  # noqa: E402, F401  (sets OpenCV/OpenMP environment before torch loads)
+
+try:
+    from synthetic import SHARED_STILLS
+except ImportError:  # no OpenCV here (the bpy matrix runs only the add-on's tests)
+    SHARED_STILLS = None
 POLL_STEP_S = 0.01
+pytest_plugins = ["blender_fixtures"]  # the Blender tests' fixtures
 
 
 @pytest.fixture
 def shared_stills() -> Path:
     """Folder of the real test photos; skips when ../shared/data is not beside the checkout."""
-    if not SHARED_STILLS.is_dir():
+    if SHARED_STILLS is None or not SHARED_STILLS.is_dir():
         pytest.skip("../shared/data/stills is absent (it is not part of the project)")
     return SHARED_STILLS
 
@@ -32,8 +39,8 @@ def shared_stills() -> Path:
 @pytest.fixture
 def shared_videos() -> Path:
     """Folder of the real test clips; skips when ../shared/data is not beside the checkout."""
-    videos = SHARED_STILLS.parent / "videos"
-    if not videos.is_dir():
+    videos = SHARED_STILLS.parent / "videos" if SHARED_STILLS is not None else None
+    if videos is None or not videos.is_dir():
         pytest.skip("../shared/data/videos is absent (it is not part of the project)")
     return videos
 
@@ -56,8 +63,21 @@ def poll_until() -> Callable[..., None]:
 
 @pytest.fixture
 def serve():
+    """A running `gdyn serve` process (`backend_process.Serve`), shut down after the test."""
     server = Serve()
     yield server
     server.close()
     if server.proc.poll() is None:
         server.proc.kill()
+
+
+@pytest.fixture(scope="session")
+def addon_zip(tmp_path_factory) -> Path:
+    """The extension zip as build_addon.py makes it (with the backend's interpreter, which has
+    gdyn's build requirements)."""
+    out = tmp_path_factory.mktemp("dist") / "gdyn_addon.zip"
+    proc = subprocess.run([BACKEND_PYTHON, str(ROOT / "build_addon.py"), "-o", str(out)],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    return out
+

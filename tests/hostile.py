@@ -21,8 +21,16 @@ from pathlib import Path
 import cv2
 import numpy as np
 from safetensors.numpy import save_file
-from synthetic import (band_motion, make_clip, smooth_envelope, synthetic_still, tiny_inputs, write_frames_folder,
-                       write_mp4, write_raw_motion)
+from synthetic import (
+    band_motion,
+    make_clip,
+    smooth_envelope,
+    synthetic_still,
+    tiny_inputs,
+    write_frames_folder,
+    write_mp4,
+    write_raw_motion,
+)
 
 from gdyn_backend import spectral
 

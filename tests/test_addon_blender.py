@@ -3,7 +3,9 @@
 Background `bpy` has no window, so modal operators and timers never tick;
 the tests drive the operators' logic (`addon.jobs`: start a job; the one
 poller `addon.session.poll` until the backend is done, which wires the
-result) the way the timer does in the UI.
+result) the way the timer does in the UI. They run on every bpy of the
+matrix (tests/bpy_matrix.py) with the backend in the project's venv
+(`backend_side`).
 """
 
 from __future__ import annotations
@@ -11,64 +13,20 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import sys
 import tomllib
 from pathlib import Path
 
 import numpy as np
 import pytest
-from synthetic import tiny_inputs
-
-from gdyn_backend import io
-from gdyn_backend.presets import presets_dir
+from backend_side import BACKEND_PYTHON, PRESETS, read_rgb, read_xy, tiny_inputs
+from blender_fixtures import FRAMES, fresh_scene
 
 bpy = pytest.importorskip("bpy")
 
-import addon_utils  # noqa: E402  (ships with bpy)
 
-FRAMES = 6
+
 RENDER_TOLERANCE = 1.5 / 255  # 8-bit PNG in, sRGB -> linear -> Standard view -> 8-bit out; measured 1/255
 MAP_TOLERANCE_PX = 1e-4  # EXR maps through the compositor (float, Non-Color); measured 0.0
-
-
-@pytest.fixture(scope="module")
-def gdyn():
-    """The add-on package, enabled like a user would, with the test's interpreter as backend."""
-    module = addon_utils.enable("addon", default_set=True, handle_error=None)
-    bpy.context.preferences.addons["addon"].preferences.backend_python = sys.executable
-    yield module
-    addon_utils.disable("addon", default_set=True)
-    assert not hasattr(bpy.types.Scene, "gdyn")
-
-
-@pytest.fixture(scope="module")
-def finish(gdyn, poll_until):
-    """finish(job, timeout=120): poll the add-on's one poller until the job is over; the job."""
-
-    def finished(job, timeout: float = 120.0):
-        poll_until(gdyn.session.poll, lambda: job.finished, timeout, f"the end of {job.method}")
-        return job
-
-    return finished
-
-
-def fresh_scene(tmp_path: Path, width: int, height: int, name: str, active: bool = False):
-    """A new scene; `active` makes it the context scene of a fresh empty file (the one
-    `frame_set` + render evaluate image sequences for, as the user's scene in the UI)."""
-    if active:
-        bpy.ops.wm.read_homefile(use_empty=True)
-        scene = bpy.context.scene
-        scene.name = name
-    else:
-        scene = bpy.data.scenes.new(name)
-    scene.frame_start, scene.frame_end = 1, FRAMES
-    scene.render.fps, scene.render.fps_base = 24, 1.0
-    scene.render.resolution_x, scene.render.resolution_y = width, height
-    scene.render.resolution_percentage = 100
-    scene.view_settings.view_transform = "Standard"
-    scene.view_settings.look = "None"
-    scene.gdyn.output_dir = str(tmp_path / "outputs")
-    return scene
 
 
 def render(scene, frame: int, path: Path, file_format: str = "PNG") -> Path:
@@ -84,7 +42,9 @@ def render(scene, frame: int, path: Path, file_format: str = "PNG") -> Path:
 
 
 def compositor(scene):
-    return scene.compositing_node_group if bpy.app.version >= (5, 0, 0) else scene.node_tree
+    from addon import compositor as wiring
+
+    return wiring.scene_tree(scene)
 
 
 def test_registers_panel_operators_properties(gdyn):
@@ -126,7 +86,7 @@ def animated(gdyn, finish, tmp_path_factory):
     tmp_path = tmp_path_factory.mktemp("animate")
     image, motion = tiny_inputs(tmp_path)
     scene = fresh_scene(tmp_path, 48, 32, "animate", active=True)
-    assert bpy.context.preferences.addons["addon"].preferences.backend_python == sys.executable
+    assert bpy.context.preferences.addons["addon"].preferences.backend_python == BACKEND_PYTHON
     scene.gdyn.source = "motion"
     scene.gdyn.motion_file = str(motion)
     job = gdyn.jobs.start_animate(scene, image)
@@ -145,31 +105,42 @@ def test_animate_wires_compositor_and_renders_the_backend_frames(animated, gdyn)
     frames_node, maps_node = tree.nodes["GDyn Frames"], tree.nodes["GDyn Displacement"]
     assert job.outcome.frames == frames_node.image and job.outcome.count == FRAMES
     # The first job started the backend, which then listed its presets for the menu.
-    assert gdyn.presets.offered() == sorted(p.stem for p in presets_dir().glob("*.toml"))
+    assert gdyn.presets.offered() == sorted(p.stem for p in PRESETS.glob("*.toml"))
     assert frames_node.frame_duration == FRAMES and frames_node.frame_start == scene.frame_start
     assert maps_node.image.colorspace_settings.name == "Non-Color"
     assert tree.nodes["GDyn Displacement XY"].inputs[0].links[0].from_node == maps_node
     # Timeline frame f shows the backend's frame f - frame_start, pixel for pixel.
     for frame in (1, 4, FRAMES):
         out = render(scene, frame, tmp_path / f"render_{frame}")
-        got = io.read_image(out).rgb
-        want = io.read_image(outdir / "frames" / f"{frame - 1:04d}.png").rgb
+        got = read_rgb(out)
+        want = read_rgb(outdir / "frames" / f"{frame - 1:04d}.png")
         assert got.shape == want.shape
         assert np.abs(got - want).max() <= RENDER_TOLERANCE
     # Frames differ over time, so matching frame 4 to 0003.png is a real check.
-    f0, f3 = (io.read_image(outdir / "frames" / f"{i:04d}.png").rgb for i in (0, 3))
+    f0, f3 = (read_rgb(outdir / "frames" / f"{i:04d}.png") for i in (0, 3))
     assert np.abs(f0 - f3).max() > 10 * RENDER_TOLERANCE
     # The displacement node carries pixels: render it to EXR through the output.
     output = frames_node.outputs["Image"].links[0].to_socket
     tree.links.new(maps_node.outputs["Image"], output)
     try:
         exr = render(scene, 4, tmp_path / "render_map", "OPEN_EXR")
-        got = io.read_displacement_exr(exr)
-        want = io.read_displacement_exr(outdir / "displacement" / "0003.exr")
+        got = read_xy(exr)
+        want = read_xy(outdir / "displacement" / "0003.exr")
         assert np.abs(want).max() > 0.5
         assert np.abs(got - want).max() <= MAP_TOLERANCE_PX
     finally:
         tree.links.new(frames_node.outputs["Image"], output)
+
+
+def test_blenders_image_reader_matches_the_backends(animated):
+    """The tests read pictures with Blender (also where the backend's readers cannot run): the same
+    numbers as gdyn_backend.io for the frames (8-bit PNG: byte * (1/255) against byte / 255, so
+    float32 rounding apart) and exactly for the maps (float EXR)."""
+    io = pytest.importorskip("gdyn_backend.io")  # absent in the bpy matrix
+    outdir = Path(animated[1].result["output"])
+    png, exr = outdir / "frames" / "0003.png", outdir / "displacement" / "0003.exr"
+    assert np.abs(read_rgb(png) - io.read_image(png).rgb).max() <= 1e-6
+    assert np.array_equal(read_xy(exr), io.read_displacement_exr(exr))
 
 
 def test_sequencer_strip_option(animated, finish, gdyn, tmp_path):
@@ -180,7 +151,9 @@ def test_sequencer_strip_option(animated, finish, gdyn, tmp_path):
     assert finish(gdyn.jobs.start_animate(scene, image)).error is None
     strips = scene.sequence_editor.strips if hasattr(scene.sequence_editor, "strips") else scene.sequence_editor.sequences
     strip = strips["GDyn Animation"]
-    assert strip.frame_final_start == scene.frame_start and strip.frame_final_duration == FRAMES
+    start, duration = ((strip.left_handle, strip.duration) if hasattr(strip, "left_handle")  # 5.3+
+                       else (strip.frame_final_start, strip.frame_final_duration))
+    assert start == scene.frame_start and duration == FRAMES
     assert [e.filename for e in strip.elements] == [f"{i:04d}.png" for i in range(FRAMES)]
 
 
@@ -193,7 +166,7 @@ def test_simulate_from_pokes_rewires_the_compositor(animated, finish, gdyn):
     outdir = Path(sim.result["output"])
     assert outdir != Path(job.result["output"]) and "simulate" in outdir.name
     assert Path(compositor(scene).nodes["GDyn Frames"].image.filepath).parent == outdir / "frames"
-    moved = io.read_displacement_exr(outdir / "displacement" / f"{FRAMES - 1:04d}.exr")
+    moved = read_xy(outdir / "displacement" / f"{FRAMES - 1:04d}.exr")
     assert np.abs(moved[0]).max() > 0.05  # the push moved pixels along x
     scene.gdyn.pokes.clear()
 
@@ -205,7 +178,7 @@ def test_failure_and_cancel_leave_the_users_scene_untouched(gdyn, finish, poll_u
     scene.gdyn.motion_file = str(motion)
     tree = bpy.data.node_groups.new("user comp", "CompositorNodeTree") if bpy.app.version >= (5, 0, 0) else None
     if tree is not None:
-        scene.compositing_node_group = tree
+        gdyn.compositor.set_scene_tree(scene, tree)
     else:
         scene.use_nodes = True
         tree = scene.node_tree
@@ -242,12 +215,6 @@ def test_dead_backend_is_reported_and_restarted(gdyn, finish, poll_until, tmp_pa
     again = finish(gdyn.jobs.start_animate(scene, image))
     assert again.error is None and gdyn.session.client().pid != old_pid
     assert compositor(scene).nodes["GDyn Frames"].frame_duration == FRAMES
-
-
-@pytest.fixture(scope="module")
-def wait_idle(gdyn, poll_until):
-    """wait_idle(): poll as a script does until the add-on's backend has nothing pending."""
-    return lambda: poll_until(gdyn.session.poll, lambda: not gdyn.session.busy(), what="an idle backend")
 
 
 def test_operators_from_a_script(gdyn, wait_idle, tmp_path):
@@ -297,7 +264,7 @@ def test_preset_menu_lists_the_backends_presets_and_files_keep_the_name(gdyn, wa
     one more preset (one that sorts first, so every index after it shifts)."""
     older, newer = tmp_path / "older", tmp_path / "newer"
     for folder in (older, newer):
-        shutil.copytree(presets_dir(), folder, ignore=shutil.ignore_patterns("*.py", "__pycache__"))
+        shutil.copytree(PRESETS, folder, ignore=shutil.ignore_patterns("*.py", "__pycache__"))
     (newer / "aaa_still_air.toml").write_text(
         (older / "gentle_breeze.toml").read_text().replace('label = "Gentle breeze"', 'label = "Still air"'))
 

@@ -16,9 +16,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from blender_fixtures import fresh_scene
+from standins import known_region
 from synthetic import tiny_inputs
-from test_addon_blender import finish, fresh_scene, gdyn  # noqa: F401  (fixtures and the scene helper)
-from test_addon_view import known_region
 
 from gdyn_backend import io, spectral
 

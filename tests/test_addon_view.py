@@ -3,65 +3,12 @@
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass, field
-
 import pytest
+from standins import Event, Photo, StandInArea, StandInRegion, known_region
 
 pytest.importorskip("bpy")
 
 from addon import view  # noqa: E402
-
-
-@dataclass
-class StandInView2D:
-    """View2D of a region showing a photo `scale` region pixels per photo pixel, the photo's
-    bottom-left corner at region pixel `origin`: u = (x - ox) / (scale * width)."""
-
-    width: int
-    height: int
-    scale: float
-    origin: tuple[float, float]
-
-    def region_to_view(self, x: float, y: float) -> tuple[float, float]:
-        span_x, span_y = self.scale * self.width, self.scale * self.height
-        if span_x == 0:
-            return math.nan, math.nan
-        return (x - self.origin[0]) / span_x, (y - self.origin[1]) / span_y
-
-
-@dataclass
-class StandInRegion:
-    """A region at window pixel (x, y) of width x height pixels."""
-
-    type: str
-    x: int
-    y: int
-    width: int
-    height: int
-    view2d: StandInView2D | None = None
-
-
-@dataclass
-class StandInArea:
-    regions: list = field(default_factory=list)
-
-
-@dataclass
-class Photo:
-    size: tuple[int, int]
-
-
-@dataclass
-class Event:
-    mouse_x: int
-    mouse_y: int
-
-
-def known_region(width=64, height=48, scale=4.0, origin=(100.0, 50.0)) -> StandInRegion:
-    """The main region of an Image Editor at window (300, 20), 600x400 pixels, showing a
-    width x height photo at `scale` with its bottom-left corner at region pixel `origin`."""
-    return StandInRegion("WINDOW", 300, 20, 600, 400, StandInView2D(width, height, scale, origin))
 
 
 def test_main_region_is_the_one_that_draws_the_image():

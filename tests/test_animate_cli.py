@@ -6,13 +6,13 @@ import cv2
 import imageio.v2 as imageio
 import numpy as np
 import pytest
+from synthetic import band_motion, synthetic_still, write_raw_motion
 
 from gdyn_backend import animate as animate_module
 from gdyn_backend import io, spectral
 from gdyn_backend.cli import main
 from gdyn_backend.errors import Cancelled
 from gdyn_backend.progress import Progress
-from synthetic import band_motion, synthetic_still, write_raw_motion
 
 W, H = 128, 80  # still
 MW, MH = 64, 40  # motion resolution (half)

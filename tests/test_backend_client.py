@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import os
 import signal
-import stat
 import sys
 import threading
+import time
 from pathlib import Path
 
 import pytest
+from standins import stand_in_python
 from synthetic import tiny_inputs
 
 import gdyn_backend
+from addon import backend_client
 from addon.backend_client import PROTOCOL_VERSION, BackendClient, BackendError, call
 from gdyn_backend import server
 
@@ -22,14 +24,6 @@ def client():
     c = BackendClient(sys.executable)
     yield c
     c.stop()
-
-
-def stand_in_python(folder: Path, script: str) -> str:
-    """An executable that takes the place of the backend's python and runs `script` (sh)."""
-    path = folder / "python"
-    path.write_text("#!/bin/sh\n" + script + "\n")
-    path.chmod(path.stat().st_mode | stat.S_IEXEC)
-    return str(path)
 
 
 def test_request_callbacks_run_on_the_polling_thread(client, tmp_path, poll_until):
@@ -70,8 +64,9 @@ def test_dead_backend_fails_pending_jobs_and_restarts_on_next_request(client, tm
     os.kill(first_pid, signal.SIGKILL)
     poll_until(client.poll, lambda: job.finished, timeout=30)
     assert job.result is None
-    assert job.error.startswith("the backend process stopped (exit status -9)")
+    assert job.error.startswith("the backend process stopped (exit status -9) during animate: killed by SIGKILL")
     assert "restarts on the next request" in job.error
+    assert "ready" not in job.error and "\n" not in job.error  # the start-up banner is no cause
     assert not (tmp_path / "o").exists()
     assert call(client, "ping")["pong"] is True  # a fresh process
     assert client.pid != first_pid and client.alive
@@ -108,6 +103,13 @@ def test_unusable_backend_python_is_reported(tmp_path):
         call(client, "ping", timeout=30)
     message = str(info.value)
     assert "exit status 1" in message and "No module named gdyn_backend" in message
+    assert message.startswith(f"the Python at {client.python} has no gdyn backend installed")
+    assert "press Set Up Backend in Preferences > Add-ons > GDyn" in message and "restarts" not in message
+    # one that fails otherwise at start: the cause it wrote, and where to fix it
+    broken = BackendClient(stand_in_python(tmp_path / "broken", 'echo "Fatal Python error: init" >&2\nexit 3'))
+    with pytest.raises(BackendError, match=r"^the backend at .* could not start \(exit status 3\): "
+                                           r"Fatal Python error: init; check Backend Python in Preferences"):
+        call(broken, "ping", timeout=30)
 
 
 def test_the_addon_speaks_the_backends_protocol():
@@ -141,3 +143,45 @@ def test_a_backend_of_another_protocol_fails_every_job_with_one_line(tmp_path, p
         assert again.error == want and second_pid not in (None, first_pid)
     finally:
         client.stop()
+
+
+HUNG = ('exec "{python}" -c "import json, sys, time; m = json.loads(sys.stdin.readline()); '
+        "print(json.dumps({{'id': m['id'], 'result': {{'pong': True, 'protocol': {protocol}, "
+        "'version': 'hung'}}}}), flush=True); time.sleep(600)\"")
+
+
+def test_a_hung_backend_blocks_nothing_and_a_cancel_stops_it(tmp_path, poll_until):
+    """It answers the handshake, then nothing: the job can still be cancelled (the process is
+    stopped after CANCEL_GRACE_S), and stop() returns at once."""
+    client = BackendClient(stand_in_python(tmp_path, HUNG.format(python=sys.executable, protocol=PROTOCOL_VERSION)))
+    try:
+        job = client.request("animate", {"image": "x.png", "output": str(tmp_path / "o")})
+        other = client.request("presets")
+        poll_until(client.poll, lambda: client.backend is not None, 30, "the handshake")
+        pid = client.pid
+        job.cancel()
+        start = time.monotonic()
+        poll_until(client.poll, lambda: job.finished, backend_client.CANCEL_GRACE_S + 5, "the cancel")
+        waited = time.monotonic() - start
+        assert job.error == "cancelled" and backend_client.CANCEL_GRACE_S - 0.5 <= waited
+        assert other.error == (f"the backend at {client.python} did not answer a cancel within "
+                               f"{backend_client.CANCEL_GRACE_S:g} s, so it was stopped; the next request starts a new one")
+        poll_until(lambda: None, lambda: not Path(f"/proc/{pid}").exists(), 10, "its end")
+        again = client.request("ping")  # a fresh one, equally hung: stop() must not wait for it
+        poll_until(client.poll, lambda: client.backend is not None, 30, "the handshake")
+        start = time.perf_counter()
+        client.stop()
+        assert time.perf_counter() - start < 0.5 and again.error == "the backend was stopped"
+    finally:
+        client.stop(grace=0.0)
+
+
+def test_a_backend_that_never_answers_the_handshake_is_stopped(tmp_path, poll_until):
+    client = BackendClient(stand_in_python(tmp_path, "echo 'loading...' >&2\nexec sleep 600"))
+    client.handshake_timeout_s = 1.0
+    job = client.request("ping")
+    poll_until(client.poll, lambda: job.finished, 10, "the handshake timeout")
+    assert job.error == (f"the backend at {client.python} did not answer within 1 s of starting (it wrote: "
+                         "loading...); check Backend Python in Preferences > Add-ons > GDyn, or press Set Up "
+                         "Backend there")
+    assert not client.busy and not client.alive

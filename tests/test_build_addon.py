@@ -1,8 +1,12 @@
-"""build_addon.py makes an extension zip that holds the add-on and registers in real bpy."""
+"""build_addon.py makes an extension zip that holds the add-on and its backend wheel, and
+registers in real bpy."""
 
 from __future__ import annotations
 
+import email.parser
 import importlib
+import io
+import shutil
 import subprocess
 import sys
 import tomllib
@@ -10,17 +14,14 @@ import zipfile
 from pathlib import Path
 
 import pytest
+from backend_side import BACKEND_PYTHON, PRESETS
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
-def built(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("dist") / "gdyn_addon.zip"
-    proc = subprocess.run([sys.executable, str(ROOT / "build_addon.py"), "-o", str(out)],
-                          capture_output=True, text=True, timeout=60)
-    assert proc.returncode == 0, proc.stderr
-    return out
+def built(addon_zip) -> Path:
+    return addon_zip
 
 
 def test_zip_holds_manifest_and_code_but_no_presets(built, tmp_path):
@@ -34,9 +35,43 @@ def test_zip_holds_manifest_and_code_but_no_presets(built, tmp_path):
     assert not [n for n in names if n.endswith(".toml") and n != "blender_manifest.toml"]
     assert not [n for n in names if "__pycache__" in n or n.endswith(".pyc")]
     again = tmp_path / "again.zip"
-    subprocess.run([sys.executable, str(ROOT / "build_addon.py"), "-o", str(again)], check=True,
-                   capture_output=True, timeout=60)
-    assert again.read_bytes() == built.read_bytes()  # reproducible
+    subprocess.run([BACKEND_PYTHON, str(ROOT / "build_addon.py"), "-o", str(again)], check=True,
+                   capture_output=True, timeout=300)
+    assert again.read_bytes() == built.read_bytes()  # reproducible, the wheel inside too
+
+
+def test_zip_carries_the_backend_wheel_of_the_same_version_with_its_presets(built):
+    """Issue 15: the gdyn backend rides in the zip as a wheel, versioned with the add-on."""
+    with zipfile.ZipFile(built) as archive:
+        manifest = tomllib.loads(archive.read("blender_manifest.toml").decode())
+        wheels = [n for n in archive.namelist() if n.startswith("backend/") and n.endswith(".whl")]
+        assert wheels == [f"backend/gdyn-{manifest['version']}-py3-none-any.whl"]
+        wheel = zipfile.ZipFile(io.BytesIO(archive.read(wheels[0])))
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    names = set(wheel.namelist())
+    metadata = email.parser.Parser().parsestr(wheel.read(f"gdyn-{manifest['version']}.dist-info/METADATA").decode())
+    assert metadata["Version"] == manifest["version"] == project["version"]
+    assert sorted(metadata.get_all("Requires-Dist")[:len(project["dependencies"])]) == sorted(project["dependencies"])
+    assert {f"gdyn_backend/preset_files/{p.name}" for p in PRESETS.glob("*.toml")} <= names
+    assert "gdyn_backend/server.py" in names and not [n for n in names if "__pycache__" in n or n.startswith("tests/")]
+    assert built.stat().st_size < 1024 * 1024  # stated in the README: about 180 KiB
+
+
+def test_a_version_mismatch_stops_the_build_with_one_line(tmp_path):
+    """The add-on and its wheel always match: a manifest of another version builds nothing."""
+    copy = tmp_path / "gdyn"
+    for name in ("addon", "gdyn_backend", "presets"):
+        shutil.copytree(ROOT / name, copy / name, ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("build_addon.py", "pyproject.toml", "README.md"):
+        shutil.copy2(ROOT / name, copy / name)
+    manifest = copy / "addon" / "blender_manifest.toml"
+    manifest.write_text(manifest.read_text().replace('version = "0.1.0"', 'version = "0.2.0"', 1))
+    proc = subprocess.run([BACKEND_PYTHON, str(copy / "build_addon.py"), "-o", str(tmp_path / "out.zip")],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 1 and not (tmp_path / "out.zip").exists()
+    assert proc.stderr.strip() == ("build_addon: the add-on and the backend must have one version, found "
+                                   "addon/blender_manifest.toml 0.2.0, addon/__init__.py bl_info 0.1.0, "
+                                   "pyproject.toml 0.1.0, gdyn_backend.__version__ 0.1.0")
 
 
 def test_zip_package_imports_and_registers_in_bpy(built, tmp_path):

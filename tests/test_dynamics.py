@@ -10,15 +10,15 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from synthetic import band_motion, make_clip, smooth_envelope, synthetic_still
 
 from gdyn_backend import dynamics as dyn
 from gdyn_backend import flow, pinning, spectral
+from gdyn_backend.errors import UserError
 from gdyn_backend.io import Still
 from gdyn_backend.live import LivePreview
 from gdyn_backend.presets import DEFAULT_PRESET, load_preset
 from gdyn_backend.sources import model, procedural
-from gdyn_backend.errors import UserError
-from synthetic import band_motion, make_clip, smooth_envelope, synthetic_still
 
 H, W = 40, 64
 

@@ -23,14 +23,20 @@ from __future__ import annotations
 import cv2
 import numpy as np
 import pytest
-from synthetic import (band_motion, load_still, make_clip, synthetic_still, warp_forward,
-                       write_frames_folder, write_mp4)
+from synthetic import band_motion, load_still, make_clip, synthetic_still, warp_forward, write_frames_folder, write_mp4
 
 from gdyn_backend import spectral
 from gdyn_backend.cli import main
 from gdyn_backend.errors import Cancelled, UserError
-from gdyn_backend.flow import (DenseFlow, MotionStatistics, check_motion, extract_trajectories,
-                               extract_volume, motion_statistics, to_gray)
+from gdyn_backend.flow import (
+    DenseFlow,
+    MotionStatistics,
+    check_motion,
+    extract_trajectories,
+    extract_volume,
+    motion_statistics,
+    to_gray,
+)
 from gdyn_backend.progress import Progress
 
 W, H, FPS = 256, 160, 30.0

@@ -9,6 +9,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
+from synthetic import occlusion_scene, psnr, synthetic_still
 
 from gdyn_backend.cli import main
 from gdyn_backend.render.default import DefaultRenderer
@@ -17,7 +18,6 @@ from gdyn_backend.render.learned.checkpoint import load_checkpoint, save_checkpo
 from gdyn_backend.render.learned.data import Triple
 from gdyn_backend.render.learned.network import TINY_CONFIG, RendererConfig, RendererNet
 from gdyn_backend.render.learned.training import batch_tensors, reconstruction_loss, train
-from synthetic import occlusion_scene, psnr, synthetic_still
 
 SIZE = 96  # training frames are SIZE x SIZE
 
@@ -114,8 +114,9 @@ def test_checkpoint_round_trips_bit_identically(trained, held_out, tmp_path):
 def test_animate_uses_renderer_checkpoint(trained, tmp_path, capsys):
     model, _ = trained
     ckpt = save_checkpoint(model, tmp_path / "r.safetensors")
-    from gdyn_backend import spectral
     from synthetic import band_motion
+
+    from gdyn_backend import spectral
 
     motion = band_motion(48, 32, 30.0, 30, amplitudes_px=(3.0, 1.5, 0.5))
     vol = spectral.volume_from_trajectories(motion.trajectories(30, 30.0), 30.0, num_bands=8)
@@ -136,7 +137,7 @@ def test_animate_uses_renderer_checkpoint(trained, tmp_path, capsys):
 
 
 def test_train_renderer_command_on_a_video_folder(tmp_path, capsys):
-    from synthetic import make_clip, band_motion, write_frames_folder
+    from synthetic import band_motion, make_clip, write_frames_folder
 
     still = synthetic_still(64, 48, seed=5)
     clip = make_clip(still, band_motion(64, 48, 30.0, 12, amplitudes_px=(2.0, 1.0, 0.5)), 12, 30.0)

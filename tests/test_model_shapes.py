@@ -8,8 +8,14 @@ import torch
 
 from gdyn_backend import spectral
 from gdyn_backend.errors import UserError
-from gdyn_backend.model.checkpoint import (DataInfo, MotionModel, load_model, load_training_state, save_model,
-                                           save_training_state)
+from gdyn_backend.model.checkpoint import (
+    DataInfo,
+    MotionModel,
+    load_model,
+    load_training_state,
+    save_model,
+    save_training_state,
+)
 from gdyn_backend.model.diffusion import DiffusionConfig
 from gdyn_backend.model.unet import UNET_CONFIGS, MotionUNet, load_stage_one
 from gdyn_backend.model.vae import VAE_CONFIGS, SpectralVAE, vae_loss

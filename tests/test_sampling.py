@@ -10,8 +10,17 @@ from gdyn_backend import spectral
 from gdyn_backend.cli import main
 from gdyn_backend.io import write_png
 from gdyn_backend.model.checkpoint import DataInfo, MotionModel, save_model
-from gdyn_backend.model.diffusion import (DiffusionConfig, LoopGuidance, alphas_cumprod, cfg_eps, epsilon_fn,
-                                          loop_seam, q_sample, sample_ddim, training_target)
+from gdyn_backend.model.diffusion import (
+    DiffusionConfig,
+    LoopGuidance,
+    alphas_cumprod,
+    cfg_eps,
+    epsilon_fn,
+    loop_seam,
+    q_sample,
+    sample_ddim,
+    training_target,
+)
 from gdyn_backend.model.unet import UNET_CONFIGS, MotionUNet
 from gdyn_backend.model.vae import VAE_CONFIGS, SpectralVAE
 from gdyn_backend.sources.model import decoder

@@ -194,7 +194,7 @@ def _hostile_requests(paths: dict[str, str], ro: str | None) -> list[tuple[objec
         (animate(130, source="motion", motion=None), 130, 'source "motion" needs a "motion" file'),
         (animate(131, wobble=1), 131, "animate: unknown parameter 'wobble'"),
         (animate(132, image=paths["cut_jpg"]), 132, "truncated"),
-        (animate(133, image=paths["huge_png"]), 133, "100000x100000 pixels"),
+        (animate(133, image=paths["huge_png"]), 133, "a 100000x100000 still needs"),
         (animate(134, image=paths["a_folder"]), 134, "is a folder"),
         (animate(135, motion=paths["m_float64"]), 135, "amplitudes are float64"),
         (animate(136, motion=paths["m_negative_fps"]), 136, "fps in the metadata must be a positive number"),

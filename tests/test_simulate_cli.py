@@ -4,10 +4,10 @@ import json
 
 import numpy as np
 import pytest
+from synthetic import band_motion, synthetic_still
 
 from gdyn_backend import io, spectral
 from gdyn_backend.cli import main
-from synthetic import band_motion, synthetic_still
 
 IMG_W, IMG_H = 96, 64  # the still; the motion is at half that resolution
 MOT_W, MOT_H = 48, 32
