@@ -29,6 +29,7 @@ import cv2
 import numpy as np
 
 MIN_OBJECT_FRACTION = 0.002  # objects smaller than this share of the image are dropped
+GRAYSCALE_GAIN = 0.3  # a grayscale picture's plants cannot be told by colour: move them this much
 
 
 @dataclass
@@ -122,37 +123,52 @@ def _hue_window(hue: np.ndarray, centre: float, half_width: float, soft: float =
     return 1.0 - _ramp(d, half_width, half_width + soft)
 
 
-def plant_score(rgb: np.ndarray, detail: np.ndarray) -> np.ndarray:
-    """How much each pixel looks like a swaying plant part, float32 [H, W] in 0..1.
+@dataclass
+class PlantCues:
+    """Per-pixel evidence for the plant analysis, each float32 [H, W] in 0..1.
 
-    Moving cues: green or yellow-green foliage that is in focus (a blurred
-    green background counts little), saturated bright petals of any hue but
-    sky blue, pink/magenta petals even when pale, near-white petals, and
-    bright textured white parts (seed heads). Still cues win over moving
-    cues: very dark pixels (black backgrounds), brown soil (warm hue, dull),
-    smooth pale tinted surfaces (walls, vases, clouds) unless near-white,
-    blue sky, and smooth bright pale areas connected to the top edge
-    (overcast sky).
-    A picture without colour (grayscale) moves its textured, not-dark parts.
+    foliage:    green plant tissue (leaves, stems, grass blades); in focus counts
+                more than a blurred green background.
+    bloom:      petal and seed-head colours (saturated hues but sky blue, pink,
+                near-white, bright textured pale parts). The same colours
+                describe fruit, bowls, brushes, rocks and walls, so a bloom
+                moves only where `attached_blooms` finds it on a plant.
+    colourless: how grey or white each pixel is (1 = no hue at all).
+    green:      green of any sharpness (the context a flower grows in).
+    still:      background: very dark pixels, brown soil, smooth pale tinted
+                surfaces, blue sky, smooth bright areas reaching the top edge.
     """
+
+    foliage: np.ndarray
+    bloom: np.ndarray
+    colourless: np.ndarray
+    green: np.ndarray
+    still: np.ndarray
+
+
+def is_grayscale(rgb: np.ndarray) -> bool:
+    """True when `rgb` [H, W, 3] has no colour to speak of (99 % of saturations under 0.05)."""
+    return float(np.percentile(_hsv(rgb)[1], 99)) < 0.05
+
+
+def plant_cues(rgb: np.ndarray, detail: np.ndarray) -> PlantCues:
+    """Pixel cues of a colour picture `rgb` [H, W, 3] (0..1), `local_detail` [H, W] (see PlantCues)."""
     h, w = detail.shape
     hue, sat, val = _hsv(rgb)
     ref = max(float(np.percentile(detail, 99)), 1e-4)
     textured = _ramp(detail / ref, 0.08, 0.3)
-    if float(np.percentile(sat, 99)) < 0.05:  # no colour (grayscale): texture decides
-        return (textured * _ramp(val, 0.06, 0.14)).astype(np.float32)
     radius = max(1, int(round(max(h, w) / 40)))
     kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1,) * 2)
     in_focus = _ramp(cv2.dilate(detail, kernel) / ref, 0.35, 0.75)
     sky_hue = _hue_window(hue, 215.0, 35.0)
     green = _hue_window(hue, 105.0, 45.0) * _ramp(sat, 0.1, 0.25) * _ramp(val, 0.08, 0.2)
-    green = green * (0.1 + 0.9 * in_focus)
+    foliage = green * (0.1 + 0.9 * in_focus)
     petal = (1.0 - sky_hue) * _ramp(sat, 0.35, 0.6) * _ramp(val, 0.35, 0.55)
     pink = _hue_window(hue, 330.0, 35.0, 10.0) * _ramp(sat, 0.1, 0.2) * _ramp(val, 0.45, 0.6)
     white = (1.0 - _ramp(sat, 0.22, 0.3)) * _ramp(val, 0.8, 0.9) * (1.0 - sky_hue * _ramp(sat, 0.04, 0.08))
     white_textured = (_ramp(val, 0.45, 0.65) * (1.0 - _ramp(sat, 0.2, 0.35)) * textured
                       * (1.0 - sky_hue * _ramp(sat, 0.08, 0.15)))
-    moving = np.maximum.reduce([green, petal, pink, white, white_textured])
+    bloom = np.maximum.reduce([petal, pink, white, white_textured])
     dark = 1.0 - _ramp(val, 0.06, 0.14)
     soil = _hue_window(hue, 28.0, 18.0, 10.0) * (1.0 - _ramp(sat, 0.4, 0.6)) * (1.0 - _ramp(val, 0.75, 0.9))
     pale_smooth = _ramp(sat, 0.12, 0.18) * (1.0 - _ramp(sat, 0.25, 0.4)) * (1.0 - textured)
@@ -162,9 +178,156 @@ def plant_score(rgb: np.ndarray, detail: np.ndarray) -> np.ndarray:
     count, labels = cv2.connectedComponents(smooth_bright, connectivity=8)
     top_labels = np.unique(labels[0][smooth_bright[0] > 0])
     open_sky = np.isin(labels, top_labels[top_labels > 0]).astype(np.float32)
-    still = np.maximum.reduce([dark, soil * (1.0 - np.maximum(green, pink)), pale_smooth * (1.0 - white),
+    still = np.maximum.reduce([dark, soil * (1.0 - np.maximum(foliage, pink)), pale_smooth * (1.0 - white),
                                sky, open_sky])
-    return np.clip(moving * (1.0 - still), 0.0, 1.0).astype(np.float32)
+    return PlantCues(foliage, bloom, 1.0 - _ramp(sat, 0.15, 0.3), green, still)
+
+
+def _blobs(mask: np.ndarray, min_area: int):
+    """Yield (bool mask [H, W], touches_frame_edge) per 8-connected blob of `mask` of >= min_area pixels."""
+    count, labels, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=8)
+    h, w = mask.shape
+    for i in range(1, count):
+        x, y, bw, bh, area = stats[i]
+        if area >= min_area:
+            yield labels == i, bool(x == 0 or y == 0 or x + bw == w or y + bh == h)
+
+
+def _disc(radius: int) -> np.ndarray:
+    return cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1,) * 2)
+
+
+def _solidity(blob: np.ndarray) -> float:
+    """Area of a bool blob [H, W] over the area of its convex hull (1 = convex, small = lobed)."""
+    contours, _ = cv2.findContours(blob.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+    hull = cv2.contourArea(cv2.convexHull(np.concatenate(contours)))
+    return float(blob.sum()) / max(hull, 1.0)
+
+
+def rigid_blobs(mask: np.ndarray, textured: np.ndarray) -> np.ndarray:
+    """Blobs of `mask` [H, W] (bool) that look like solid smooth things, bool [H, W].
+
+    A fruit, a bowl, a ball or a clock face is convex (solidity >= 0.9),
+    thick (its inscribed circle's radius is at least 4 % of the long side,
+    so not a blade or a stem), smooth inside (mean `textured` [H, W] over its
+    interior under 0.5) and whole in the frame (touches no edge). Leaves,
+    flower clusters and grass fail at least one of these.
+    """
+    h, w = mask.shape
+    out = np.zeros((h, w), bool)
+    for blob, touches_edge in _blobs(mask, max(4, int(MIN_OBJECT_FRACTION * h * w))):
+        if touches_edge:
+            continue
+        depth = cv2.distanceTransform(blob.astype(np.uint8), cv2.DIST_L2, 3)
+        if depth.max() < 0.04 * max(h, w) or _solidity(blob) < 0.9:
+            continue
+        if float(textured[depth > 0.5 * depth.max()].mean()) < 0.5:
+            out |= blob
+    return out
+
+
+def flat_shaded_blobs(mask: np.ndarray, gray: np.ndarray) -> np.ndarray:
+    """Blobs of `mask` [H, W] (bool) made of flat facets (a rendering, a painted wall), bool [H, W].
+
+    Flat: more than half of the blob's pixels have a gradient under 0.01 per
+    pixel in `gray` [H, W] (0..1), i.e. under 2.5 levels of 8 bits. Real
+    surfaces (leaves, bark, petals) carry fine texture and camera noise; the
+    facets of a render or a flat-shaded model do not.
+    """
+    gx = cv2.Sobel(gray, cv2.CV_32F, 1, 0, ksize=3) / 8.0
+    gy = cv2.Sobel(gray, cv2.CV_32F, 0, 1, ksize=3) / 8.0
+    flat = np.sqrt(gx * gx + gy * gy) < 0.01
+    h, w = mask.shape
+    out = np.zeros((h, w), bool)
+    for blob, _ in _blobs(mask, 1):
+        if float(flat[blob].mean()) > 0.5:
+            out |= blob
+    return out
+
+
+def attached_blooms(bloom: np.ndarray, foliage: np.ndarray, colourless: np.ndarray, cues: PlantCues,
+                    value: np.ndarray, threshold: float = 0.375) -> np.ndarray:
+    """`bloom` [H, W] (0..1) kept only on blobs that belong to plants; float32 [H, W].
+
+    A petal colour alone also describes a red bowl, a fruit, a paint brush or
+    a wall; a flower is told apart by the plant it grows on. Blobs of
+    `bloom > threshold` are judged apart for coloured parts and colourless
+    ones (`colourless` > 0.5: white petals and seed heads, but also rocks,
+    clouds, snow, white walls and mountains, so they need more evidence).
+    "Attached" means touching (within 1.5 % of the long side) a blob of
+    `foliage > threshold` of at least 3 % of the bloom blob's area: a
+    flower's stem and leaves show, a few green specks on a brush do not.
+    The ring is the surroundings, 4 % of the long side wide.
+
+    - A coloured blob is kept when attached, or when at least 30 % of its
+      ring is green (flowers among leaves), or when its ring meets a kept
+      coloured blob (a bunch of flowers), or as a free-hanging leaf: it
+      touches no edge of the frame, its outline is lobed (solidity under
+      0.85) and at least 60 % of its ring is still background (sky).
+    - A colourless blob is kept when attached, at least 40 % of its ring is
+      plant (green or a kept coloured blob) and it is brighter than its
+      ring by 0.1 in value (a seed head or white petals lit among leaves;
+      a rock or a wall between bushes is not).
+    """
+    h, w = bloom.shape
+    long_side = max(h, w)
+    near, reach = max(1, int(round(0.015 * long_side))), max(2, int(round(0.04 * long_side)))
+    count, leaf_labels = cv2.connectedComponents((foliage > threshold).astype(np.uint8), connectivity=8)
+    leaf_areas = np.bincount(leaf_labels.ravel(), minlength=count)
+    leaf_areas[0] = 0
+    keep = np.zeros((h, w), bool)
+    for colourless_pass in (False, True):
+        pending = []
+        parts = (bloom > threshold) & ((colourless > 0.5) == colourless_pass)
+        for blob, touches_edge in _blobs(parts, max(4, int(MIN_OBJECT_FRACTION * h * w))):
+            blob8 = blob.astype(np.uint8)
+            touched = leaf_labels[(cv2.dilate(blob8, _disc(near)) > 0) & (leaf_labels > 0)]
+            attached = touched.size > 0 and leaf_areas[touched].max() >= 0.03 * blob.sum()
+            ring = (cv2.dilate(blob8, _disc(reach)) > 0) & ~blob
+            if not ring.any():
+                continue
+            if colourless_pass:
+                ok = (attached and float(((cues.green > 0.5) | keep)[ring].mean()) >= 0.4
+                      and float(value[blob].mean()) > float(value[ring].mean()) + 0.1)
+            else:
+                ok = (attached or float(cues.green[ring].mean()) >= 0.3
+                      or (not touches_edge and _solidity(blob) < 0.85 and float(cues.still[ring].mean()) >= 0.6))
+                if not ok:
+                    pending.append((blob, ring))
+            if ok:
+                keep |= blob
+        grown = True  # a bunch: coloured blobs whose ring meets a kept one join it
+        while grown:
+            grown = False
+            for blob, ring in pending:
+                if not keep[blob].any() and (ring & keep).any():
+                    keep |= blob
+                    grown = True
+    return (bloom * keep).astype(np.float32)
+
+
+def plant_map(rgb: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """Score of swaying plant parts per superpixel (`labels` [H, W]), float32 [H, W] in 0..1.
+
+    Colour pictures: foliage, plus the blooms `attached_blooms` keeps, less
+    solid smooth blobs (`rigid_blobs`). Grayscale pictures, whose plants
+    cannot be told by colour: textured, not-dark parts, less flat-shaded
+    blobs (`flat_shaded_blobs`); `analyze` also moves them less.
+    """
+    detail = local_detail(rgb)
+    ref = max(float(np.percentile(detail, 99)), 1e-4)
+    textured = _ramp(detail / ref, 0.08, 0.3)
+    if is_grayscale(rgb):
+        gray = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
+        score = _segment_mean(textured * _ramp(gray, 0.06, 0.14), labels)
+        return np.where(flat_shaded_blobs(score > 0.375, gray), 0.0, score).astype(np.float32)
+    cues = plant_cues(rgb, detail)
+    free = 1.0 - cues.still
+    foliage = _segment_mean(cues.foliage * free, labels)
+    foliage = np.where(rigid_blobs(foliage > 0.375, textured), 0.0, foliage).astype(np.float32)
+    bloom = _segment_mean(cues.bloom * free, labels)
+    colourless = _segment_mean(cues.colourless, labels)
+    return np.maximum(foliage, attached_blooms(bloom, foliage, colourless, cues, _hsv(rgb)[2]))
 
 
 def flame_score(rgb: np.ndarray) -> np.ndarray:
@@ -229,10 +392,8 @@ def analyze(rgb: np.ndarray, what_moves: str = "plants", alpha: np.ndarray | Non
     if what_moves == "all":
         score = np.ones((h, w), np.float32)
     else:
-        detail = local_detail(rgb)
-        pixel = plant_score(rgb, detail) if what_moves == "plants" else flame_score(rgb)
         labels = superpixels(rgb, num_segments=max(16, min(400, h * w // 150)))
-        score = _segment_mean(pixel, labels)
+        score = plant_map(rgb, labels) if what_moves == "plants" else _segment_mean(flame_score(rgb), labels)
     if alpha is not None:
         score = score * (alpha > 0)
     feather = max(0.7, max(h, w) / 256.0)
@@ -243,6 +404,8 @@ def analyze(rgb: np.ndarray, what_moves: str = "plants", alpha: np.ndarray | Non
     objects = connected_objects(moveability)
     if what_moves == "plants":
         moveability = moveability * focus_factor(objects, local_detail(rgb, colour=True))
+        if is_grayscale(rgb):
+            moveability *= np.float32(GRAYSCALE_GAIN)
     return MotionRegions(moveability, objects)
 
 
