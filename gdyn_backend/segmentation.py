@@ -245,6 +245,37 @@ def flat_shaded_blobs(mask: np.ndarray, gray: np.ndarray) -> np.ndarray:
     return out
 
 
+def trunks(rgb: np.ndarray, detail: np.ndarray) -> np.ndarray:
+    """Tree trunks, poles and posts: bool [H, W] for `rgb` [H, W, 3] (0..1), `local_detail` [H, W].
+
+    Upright (the local structure tensor, over 1.2 % of the long side, has
+    coherence over 0.35 and over 70 % of its gradient energy across x),
+    unsaturated (under 0.35), neither dark nor bright (value 0.08..0.6), in
+    focus (detail over 15 % of the image's 99th percentile) and tall (it
+    survives an opening with a vertical line of 6 % of the long side); then
+    grown along its length over like-coloured pixels. A trunk inside a
+    crown is too thin for the superpixels, so this is applied per pixel.
+    Grass blades and stems are saturated and fail.
+    """
+    h, w = detail.shape
+    long_side = max(h, w)
+    _, sat, val = _hsv(rgb)
+    gray = cv2.cvtColor(np.ascontiguousarray(rgb, np.float32), cv2.COLOR_RGB2GRAY)
+    gx = cv2.Sobel(gray, cv2.CV_32F, 1, 0, ksize=3)
+    gy = cv2.Sobel(gray, cv2.CV_32F, 0, 1, ksize=3)
+    sigma = max(1.0, 0.006 * long_side)
+    jxx, jxy, jyy = (cv2.GaussianBlur(a, (0, 0), sigma) for a in (gx * gx, gx * gy, gy * gy))
+    total = jxx + jyy + 1e-9
+    coherence = np.sqrt((jxx - jyy) ** 2 + 4.0 * jxy * jxy) / total
+    ref = max(float(np.percentile(detail, 99)), 1e-4)
+    upright = ((coherence > 0.3) & (jxx > 0.6 * total) & (sat < 0.35) & (val > 0.08) & (val < 0.6)
+               & (detail > 0.15 * ref)).astype(np.uint8)
+    length = max(5, int(0.06 * long_side))
+    tall = cv2.morphologyEx(upright, cv2.MORPH_OPEN, np.ones((length, 1), np.uint8))
+    alike = (sat < 0.4) & (val < 0.65)
+    return (cv2.dilate(tall, np.ones((length, 3), np.uint8)) > 0) & alike
+
+
 def attached_blooms(bloom: np.ndarray, foliage: np.ndarray, colourless: np.ndarray, cues: PlantCues,
                     value: np.ndarray, threshold: float = 0.375) -> np.ndarray:
     """`bloom` [H, W] (0..1) kept only on blobs that belong to plants; float32 [H, W].
@@ -306,28 +337,51 @@ def attached_blooms(bloom: np.ndarray, foliage: np.ndarray, colourless: np.ndarr
     return (bloom * keep).astype(np.float32)
 
 
-def plant_map(rgb: np.ndarray, labels: np.ndarray) -> np.ndarray:
-    """Score of swaying plant parts per superpixel (`labels` [H, W]), float32 [H, W] in 0..1.
+@dataclass
+class PlantMap:
+    """Result of `plant_map`, both [H, W].
+
+    score:  float32 0..1, how much each superpixel looks like a swaying plant part.
+    pinned: bool, pixels that never move although their superpixel may: trunks,
+            bare stone and bark inside foliage, too thin for the superpixels.
+    """
+
+    score: np.ndarray
+    pinned: np.ndarray
+
+
+def plant_map(rgb: np.ndarray, labels: np.ndarray) -> PlantMap:
+    """What may sway in `rgb` [H, W, 3] (0..1), per superpixel (`labels` [H, W]) and per pixel.
 
     Colour pictures: foliage, plus the blooms `attached_blooms` keeps, less
-    solid smooth blobs (`rigid_blobs`). Grayscale pictures, whose plants
-    cannot be told by colour: textured, not-dark parts, less flat-shaded
-    blobs (`flat_shaded_blobs`); `analyze` also moves them less.
+    solid smooth blobs (`rigid_blobs`). Within foliage, dull pixels (grey or
+    brown: saturation under 0.2, value 0.14..0.65, not a kept bloom) and
+    `trunks` are pinned: moss moves, the rock under it does not.
+    Grayscale pictures, whose plants cannot be told by colour: textured,
+    not-dark parts, less flat-shaded blobs (`flat_shaded_blobs`); `analyze`
+    also moves them less.
     """
+    h, w = labels.shape
     detail = local_detail(rgb)
     ref = max(float(np.percentile(detail, 99)), 1e-4)
     textured = _ramp(detail / ref, 0.08, 0.3)
     if is_grayscale(rgb):
         gray = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
         score = _segment_mean(textured * _ramp(gray, 0.06, 0.14), labels)
-        return np.where(flat_shaded_blobs(score > 0.375, gray), 0.0, score).astype(np.float32)
+        score = np.where(flat_shaded_blobs(score > 0.375, gray), 0.0, score).astype(np.float32)
+        return PlantMap(score, np.zeros((h, w), bool))
     cues = plant_cues(rgb, detail)
     free = 1.0 - cues.still
     foliage = _segment_mean(cues.foliage * free, labels)
     foliage = np.where(rigid_blobs(foliage > 0.375, textured), 0.0, foliage).astype(np.float32)
     bloom = _segment_mean(cues.bloom * free, labels)
     colourless = _segment_mean(cues.colourless, labels)
-    return np.maximum(foliage, attached_blooms(bloom, foliage, colourless, cues, _hsv(rgb)[2]))
+    _, sat, val = _hsv(rgb)
+    blooms = attached_blooms(bloom, foliage, colourless, cues, val)
+    dull = (sat < 0.2) & (val > 0.14) & (val < 0.65)
+    dull = cv2.morphologyEx(dull.astype(np.uint8), cv2.MORPH_OPEN, np.ones((2, 2), np.uint8)) > 0
+    pinned = (dull & (blooms <= 0.375)) | trunks(rgb, detail)
+    return PlantMap(np.maximum(foliage, blooms), pinned)
 
 
 def flame_score(rgb: np.ndarray) -> np.ndarray:
@@ -389,15 +443,23 @@ def analyze(rgb: np.ndarray, what_moves: str = "plants", alpha: np.ndarray | Non
     """
     h, w = rgb.shape[:2]
     rgb = np.ascontiguousarray(rgb, np.float32)
+    pinned = None
     if what_moves == "all":
         score = np.ones((h, w), np.float32)
     else:
         labels = superpixels(rgb, num_segments=max(16, min(400, h * w // 150)))
-        score = plant_map(rgb, labels) if what_moves == "plants" else _segment_mean(flame_score(rgb), labels)
+        if what_moves == "plants":
+            plants = plant_map(rgb, labels)
+            score, pinned = plants.score, plants.pinned
+        else:
+            score = _segment_mean(flame_score(rgb), labels)
     if alpha is not None:
         score = score * (alpha > 0)
     feather = max(0.7, max(h, w) / 256.0)
-    moveability = cv2.GaussianBlur(fill_small_holes(_ramp(score, 0.2, 0.55)), (0, 0), feather)
+    moveability = fill_small_holes(_ramp(score, 0.2, 0.55))
+    if pinned is not None:
+        moveability = np.where(pinned, np.float32(0.0), moveability)
+    moveability = cv2.GaussianBlur(moveability, (0, 0), feather)
     if alpha is not None:
         moveability = moveability * np.clip(alpha, 0.0, 1.0)
     moveability = np.clip(moveability, 0.0, 1.0).astype(np.float32)
