@@ -38,14 +38,28 @@ class MotionRegions:
 
     moveability: float32 [H, W] in 0..1; 0 = pinned, 1 = free to sway.
     objects:     int32 [H, W]; 0 = still, 1..n = objects that move as units.
+    pieces:      int32 [H, W]; 0 = none, 1..m = rigid pieces (flower heads,
+                 free-hanging leaves) that sway as one about a hinge.
+    hinges:      float32 [m, 2]; (x, y) in pixels of piece j's hinge in row j - 1.
     """
 
     moveability: np.ndarray
     objects: np.ndarray
+    pieces: np.ndarray | None = None
+    hinges: np.ndarray | None = None
+
+    def __post_init__(self):
+        if self.pieces is None:
+            self.pieces = np.zeros(self.objects.shape, np.int32)
+            self.hinges = np.zeros((0, 2), np.float32)
 
     @property
     def num_objects(self) -> int:
         return int(self.objects.max(initial=0))
+
+    @property
+    def num_pieces(self) -> int:
+        return int(self.hinges.shape[0])
 
 
 def superpixels(rgb: np.ndarray, num_segments: int = 300, compactness: float = 12.0,
@@ -344,10 +358,12 @@ class PlantMap:
     score:  float32 0..1, how much each superpixel looks like a swaying plant part.
     pinned: bool, pixels that never move although their superpixel may: trunks,
             bare stone and bark inside foliage, too thin for the superpixels.
+    heads:  bool, the kept blooms (flower heads, seed heads) for `rigid_pieces`.
     """
 
     score: np.ndarray
     pinned: np.ndarray
+    heads: np.ndarray
 
 
 def plant_map(rgb: np.ndarray, labels: np.ndarray) -> PlantMap:
@@ -369,7 +385,7 @@ def plant_map(rgb: np.ndarray, labels: np.ndarray) -> PlantMap:
         gray = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
         score = _segment_mean(textured * _ramp(gray, 0.06, 0.14), labels)
         score = np.where(flat_shaded_blobs(score > 0.375, gray), 0.0, score).astype(np.float32)
-        return PlantMap(score, np.zeros((h, w), bool))
+        return PlantMap(score, np.zeros((h, w), bool), np.zeros((h, w), bool))
     cues = plant_cues(rgb, detail)
     free = 1.0 - cues.still
     foliage = _segment_mean(cues.foliage * free, labels)
@@ -380,8 +396,8 @@ def plant_map(rgb: np.ndarray, labels: np.ndarray) -> PlantMap:
     blooms = attached_blooms(bloom, foliage, colourless, cues, val)
     dull = (sat < 0.2) & (val > 0.14) & (val < 0.65)
     dull = cv2.morphologyEx(dull.astype(np.uint8), cv2.MORPH_OPEN, np.ones((2, 2), np.uint8)) > 0
-    pinned = (dull & (blooms <= 0.375)) | trunks(rgb, detail)
-    return PlantMap(np.maximum(foliage, blooms), pinned)
+    pinned = (dull & (foliage > 0.375) & (blooms <= 0.375)) | trunks(rgb, detail)
+    return PlantMap(np.maximum(foliage, blooms), pinned, (blooms > 0.375) & (blooms > foliage))
 
 
 def flame_score(rgb: np.ndarray) -> np.ndarray:
@@ -435,6 +451,93 @@ def connected_objects(moveability: np.ndarray, threshold: float = 0.3) -> np.nda
     return keep[labels]
 
 
+def _hanging_point(blob: np.ndarray, textured: np.ndarray, near: int, far: int) -> tuple[float, float] | None:
+    """Where a free blob hangs from: (x, y) pixels, or None.
+
+    The support (a twig, a stalk) is the textured structure (`textured`,
+    bool [H, W]) outside the blob that reaches farthest from it, at least
+    3 * `far` pixels (or to the frame's edge); the hinge is the blob's pixel
+    nearest to where that structure enters the band `near`..`far` pixels
+    around the blob. Bits of the blob's own edge or texture close to it do
+    not reach far and are ignored.
+    """
+    h, w = blob.shape
+    outside = (~blob).astype(np.uint8)
+    distance = cv2.distanceTransform(outside, cv2.DIST_L2, 3)
+    candidates = (textured & (distance > near)).astype(np.uint8)
+    count, labels = cv2.connectedComponents(candidates, connectivity=8)
+    if count < 2:
+        return None
+    reach = np.zeros(count)
+    np.maximum.at(reach, labels.ravel(), distance.ravel())
+    border = np.unique(np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]]))
+    reach[border] = np.inf
+    entering = np.unique(labels[(distance <= far) & (labels > 0)])
+    if entering.size == 0:
+        return None
+    best = entering[np.argmax(reach[entering])]
+    if reach[best] < 3 * far:
+        return None
+    sy, sx = np.nonzero((labels == best) & (distance <= far))
+    ys, xs = np.nonzero(blob)
+    nearest = np.argmin((ys - sy.mean()) ** 2 + (xs - sx.mean()) ** 2)
+    return float(xs[nearest]), float(ys[nearest])
+
+
+def rigid_pieces(objects: np.ndarray, heads: np.ndarray | None, detail: np.ndarray,
+                 max_fraction: float = 0.2) -> tuple[np.ndarray, np.ndarray]:
+    """Parts that sway as one rigid piece, and the hinge each turns about.
+
+    objects: int32 [H, W] from `connected_objects`; heads: bool [H, W] flower
+    heads (kept blooms) or None; detail: `local_detail` [H, W].
+    A piece is a blob of `heads` inside an object that stands on the frame
+    (a flower head on its stem; hinge: where it meets the rest of its
+    object below its centre, else its lowest point), or a whole object that touches no edge
+    of the frame (a leaf on a still twig; hinge: `_hanging_point`, else its
+    lowest point, as for a flower whose stem is not seen). Pieces over
+    `max_fraction` of the frame (a bunch, a hedge) bend instead.
+    Returns (pieces int32 [H, W], 0 = none, 1..m; hinges float32 [m, 2] as (x, y) pixels).
+    """
+    from scipy import ndimage
+
+    h, w = objects.shape
+    long_side = max(h, w)
+    pieces = np.zeros((h, w), np.int32)
+    hinges = []
+    rows, cols = np.mgrid[0:h, 0:w]
+    ref = max(float(np.percentile(detail, 99)), 1e-4)
+
+    def lowest_point(blob):
+        ys, xs = np.nonzero(blob)
+        return float(xs[ys == ys.max()].mean()), float(ys.max())
+
+    def add(blob, hinge):
+        pieces[blob] = len(hinges) + 1
+        hinges.append(hinge)
+
+    near, far = max(1, int(round(0.02 * long_side))), max(2, int(round(0.06 * long_side)))
+    for label in range(1, int(objects.max(initial=0)) + 1):
+        whole = objects == label
+        ys, xs = np.nonzero(whole)
+        if ys.min() > 0 and xs.min() > 0 and ys.max() < h - 1 and xs.max() < w - 1:
+            if whole.sum() > max_fraction * h * w:
+                continue
+            hinge = _hanging_point(whole, detail > 0.3 * ref, near, far)
+            add(whole, hinge if hinge is not None else lowest_point(whole))
+        elif heads is not None:
+            for blob, _ in _blobs(heads & whole, max(4, int(MIN_OBJECT_FRACTION * h * w))):
+                blob = ndimage.binary_fill_holes(blob) & whole  # a dark centre is part of the head
+                if blob.sum() > max_fraction * h * w or (pieces[blob] > 0).any():
+                    continue
+                joint = (cv2.dilate(blob.astype(np.uint8), _disc(near)) > 0) & whole & ~blob
+                joint &= rows > rows[blob].mean()  # a stem carries its head from below
+                if joint.any():
+                    add(blob, (float(cols[joint].mean()), float(rows[joint].mean())))
+                else:
+                    add(blob, lowest_point(blob))
+    return pieces, np.asarray(hinges, np.float32).reshape(-1, 2)
+
+
 def analyze(rgb: np.ndarray, what_moves: str = "plants", alpha: np.ndarray | None = None) -> MotionRegions:
     """Decide what moves in `rgb` [H, W, 3] (0..1), optional `alpha` [H, W] (0..1).
 
@@ -464,11 +567,15 @@ def analyze(rgb: np.ndarray, what_moves: str = "plants", alpha: np.ndarray | Non
         moveability = moveability * np.clip(alpha, 0.0, 1.0)
     moveability = np.clip(moveability, 0.0, 1.0).astype(np.float32)
     objects = connected_objects(moveability)
+    heads = None
     if what_moves == "plants":
         moveability = moveability * focus_factor(objects, local_detail(rgb, colour=True))
         if is_grayscale(rgb):
             moveability *= np.float32(GRAYSCALE_GAIN)
-    return MotionRegions(moveability, objects)
+        else:
+            heads = plants.heads
+    pieces, hinges = rigid_pieces(objects, heads, local_detail(rgb))
+    return MotionRegions(moveability, objects, pieces, hinges)
 
 
 def focus_factor(objects: np.ndarray, detail: np.ndarray, floor: float = 0.1) -> np.ndarray:

@@ -54,6 +54,8 @@ ANCHOR_EXPONENT = 1.5  # amplitude ~ (height above anchor / object height) ** 1.
 RIGIDITY = 0.8  # share of a small object's motion that is one rigid sway for the whole object
 LARGE_OBJECT_FRACTION = 0.2  # objects above this share of the frame (a field, a hedge) bend freely
 SMALL_OBJECT_EXTENT = 0.15  # objects smaller than this (sqrt(area) / long side) move proportionally less
+TURN_SHARE = 0.3  # a carried piece's turn about its hinge moves its far end by this share of the hinge's sway
+FLUTTER = 0.1  # share of the surrounding motion's own variation kept inside a rigid piece
 
 
 def motion_resolution(width: int, height: int, motion_size: int = MOTION_SIZE_PX) -> tuple[int, int]:
@@ -129,6 +131,105 @@ def _object_table(rng: np.random.Generator, count: int, num_bands: int, preset: 
     gain = np.exp(0.35 * preset.variation * rng.standard_normal(n))
     angle = np.deg2rad(preset.direction_deg) + preset.variation * (np.pi / 4) * rng.uniform(-1.0, 1.0, n)
     return phase, gain, angle
+
+
+class RigidPieces:
+    """Rigid sway of `MotionRegions.pieces`: each piece turns about its hinge as one body.
+
+    A carried piece (a flower head on a stem: its object stands on the frame)
+    moves as a whole along the mean of the base motion B_k over it (the
+    rigid translation nearest to it), plus a small turn about its hinge whose
+    far end moves TURN_SHARE of the hinge's sway; the translation is scaled
+    so that the piece keeps the base's mean squared motion (the wind gives
+    it the same energy, it just moves as one). A hinged piece (a whole
+    object touching no frame edge: a leaf on a still twig) only turns about
+    its hinge, so its motion grows linearly with the distance from it; the
+    turn is scaled so that the piece's mean sway equals the sway the base
+    field would give it. Both keep FLUTTER of the base field's variation
+    (B_k(p) - the piece's rigid motion) as flutter. B_k is the base motion
+    (smooth fields, anchors); a turn by the complex angle theta moves p by
+    theta * (-(y - a_y), x - a_x).
+    """
+
+    def __init__(self, regions: MotionRegions, weight: np.ndarray, feather: float,
+                 band_scale: np.ndarray, spread: float, rng: np.random.Generator):
+        pieces, objects = regions.pieces, regions.objects
+        h, w = pieces.shape
+        count = regions.num_pieces
+        self.count = count
+        if count == 0:
+            return
+        # A piece's rim (outside it, where the what-moves map fades out) follows
+        # the piece, faded like the base motion would be.
+        reach = int(np.ceil(2.0 * feather))
+        grown = cv2.dilate(pieces.astype(np.float32), np.ones((2 * reach + 1,) * 2, np.uint8))
+        self.owner = np.where(pieces > 0, pieces, grown.astype(np.int32) * (regions.moveability > 0))
+        inside = np.bincount(pieces.ravel(), regions.moveability.ravel(), count + 1)
+        inside = inside / np.maximum(np.bincount(pieces.ravel(), minlength=count + 1), 1)
+        self.fade = np.where(pieces > 0, 1.0, np.clip(regions.moveability / np.maximum(inside[self.owner], 1e-6),
+                                                      0.0, 1.0)).astype(np.float32)
+        hinges = np.vstack([np.zeros((1, 2), np.float32), regions.hinges])
+        self.hinge_x = np.clip(np.round(hinges[:, 0]).astype(int), 0, w - 1)
+        self.hinge_y = np.clip(np.round(hinges[:, 1]).astype(int), 0, h - 1)
+        rows, cols = np.mgrid[0:h, 0:w].astype(np.float32)
+        self.rel_x = np.where(self.owner > 0, cols - hinges[self.owner, 0], 0.0).astype(np.float32)
+        self.rel_y = np.where(self.owner > 0, rows - hinges[self.owner, 1], 0.0).astype(np.float32)
+        edge = np.zeros(regions.num_objects + 1, bool)
+        edge[np.unique(np.concatenate([objects[0], objects[-1], objects[:, 0], objects[:, -1]]))] = True
+        edge[0] = False
+        distance = np.sqrt(self.rel_x ** 2 + self.rel_y ** 2)
+        carried = np.zeros(count + 1, np.float32)
+        turn = np.zeros(count + 1, np.float32)
+        for j in range(1, count + 1):
+            piece = pieces == j
+            on_edge_object = edge[np.bincount(objects[piece], minlength=edge.size).argmax()]
+            if on_edge_object:
+                carried[j] = 1.0
+                hinge_weight = weight[self.hinge_y[j], self.hinge_x[j]]
+                turn[j] = spread * TURN_SHARE * hinge_weight / max(float(distance[piece].max()), 1.0)
+            else:
+                turn[j] = spread * float(weight[piece].mean()) / max(float(distance[piece].mean()), 1.0)
+        self.carried, self.turn = carried, turn
+        self.pieces = pieces
+        self.sizes = np.maximum(np.bincount(pieces.ravel(), minlength=count + 1), 1)
+        self.arm_energy = self._piece_mean(distance ** 2).real  # mean r^2 over each piece, px^2
+        # Random turn per band and piece, normalised over the bands so that every
+        # piece turns with exactly its expected energy (only phases and the split
+        # between bands are random).
+        angles = (rng.standard_normal((band_scale.size, count + 1))
+                  + 1j * rng.standard_normal((band_scale.size, count + 1))) / np.sqrt(2.0)
+        expected = np.sum(band_scale ** 2)
+        drawn = np.sum((band_scale[:, None] * np.abs(angles)) ** 2, axis=0)
+        self.angles = angles * np.sqrt(expected / np.maximum(drawn, 1e-30))
+
+    def _piece_mean(self, values: np.ndarray) -> np.ndarray:
+        """Mean of `values` [H, W] (real or complex) over each piece, [m + 1] (entry 0: outside)."""
+        labels = self.pieces.ravel()
+        total = np.bincount(labels, np.real(values).ravel(), self.count + 1).astype(np.complex128)
+        if np.iscomplexobj(values):
+            total += 1j * np.bincount(labels, np.imag(values).ravel(), self.count + 1)
+        return total / self.sizes
+
+    def apply(self, mode_x: np.ndarray, mode_y: np.ndarray, band: int,
+              band_scale: float) -> tuple[np.ndarray, np.ndarray]:
+        """Band k's base modes (complex [H, W] per axis, pixels) with the pieces made rigid."""
+        if self.count == 0:
+            return mode_x, mode_y
+        theta = band_scale * self.turn * self.angles[band]
+        means, energy = [], np.zeros(self.count + 1)
+        for mode in (mode_x, mode_y):
+            means.append(self._piece_mean(mode))
+            energy += self._piece_mean(np.abs(mode) ** 2).real
+        # The carried translation takes the base's energy over the piece that the turn leaves.
+        turned = np.abs(theta) ** 2 * self.arm_energy
+        carried = np.abs(means[0]) ** 2 + np.abs(means[1]) ** 2
+        gain = self.carried * np.sqrt(np.maximum(energy - turned, 0.0) / np.maximum(carried, 1e-20))
+        out = []
+        for mode, mean, arm in zip((mode_x, mode_y), means, (-self.rel_y, self.rel_x)):
+            carry = (gain * mean)[self.owner]
+            rigid = carry + theta[self.owner] * arm + FLUTTER * (mode - carry)
+            out.append(np.where(self.owner > 0, self.fade * rigid, mode))
+        return out[0], out[1]
 
 
 def regions_for(still: Still, preset: Preset, width: int, height: int,
@@ -208,6 +309,10 @@ def sample_volume(still: Still, preset: Preset, seed: int = 0, mask: np.ndarray 
     flexible = np.sqrt(np.clip(1.0 - rigid * rigid, 0.0, 1.0))
     bias = preset.direction_bias
     f0 = float(np.sqrt(preset.band_hz[0] * preset.band_hz[1]))
+    isotropic = np.sqrt(max(0.0, 1.0 - bias * bias))
+    spread = float(np.sqrt(bias * bias + 2.0 * isotropic * isotropic))  # base RMS per unit of weight
+    # Drawn apart from the base fields, so that these stay as they were.
+    pieces = RigidPieces(regions, weight, feather, band_scale, spread, np.random.default_rng([int(seed), 1]))
 
     amplitude = np.zeros((num_bands, 4, height, width), np.float32)
     for k in range(num_bands):
@@ -225,9 +330,9 @@ def sample_volume(still: Still, preset: Preset, seed: int = 0, mask: np.ndarray 
             for field, value in zip((along, free_x, free_y), shared))
         rotate = per_object(np.cos(phase[:, k])) + 1j * per_object(np.sin(phase[:, k]))
         common = band_scale[k] * weight * rotate
-        isotropic = np.sqrt(max(0.0, 1.0 - bias * bias))
         mode_x = common * (bias * direction[0] * along + isotropic * free_x)
         mode_y = common * (bias * direction[1] * along + isotropic * free_y)
+        mode_x, mode_y = pieces.apply(mode_x, mode_y, k, band_scale[k])
         amplitude[k] = np.stack([mode_x.real, mode_x.imag, mode_y.real, mode_y.imag])
         progress.advance()
     metadata = {"preset": preset.name, "seed": str(int(seed))}
