@@ -369,8 +369,8 @@ class PlantMap:
 def plant_map(rgb: np.ndarray, labels: np.ndarray) -> PlantMap:
     """What may sway in `rgb` [H, W, 3] (0..1), per superpixel (`labels` [H, W]) and per pixel.
 
-    Colour pictures: foliage, plus the blooms `attached_blooms` keeps, less
-    solid smooth blobs (`rigid_blobs`). Within foliage, dull pixels (grey or
+    Colour pictures: foliage, less green blobs that are solid and smooth
+    (`rigid_blobs`: a green apple), plus the blooms `attached_blooms` keeps. Within foliage, dull pixels (grey or
     brown: saturation under 0.2, value 0.14..0.65, not a kept bloom) and
     `trunks` are pinned: moss moves, the rock under it does not.
     Grayscale pictures, whose plants cannot be told by colour: textured,
@@ -389,7 +389,8 @@ def plant_map(rgb: np.ndarray, labels: np.ndarray) -> PlantMap:
     cues = plant_cues(rgb, detail)
     free = 1.0 - cues.still
     foliage = _segment_mean(cues.foliage * free, labels)
-    foliage = np.where(rigid_blobs(foliage > 0.375, textured), 0.0, foliage).astype(np.float32)
+    solid = rigid_blobs(_segment_mean(cues.green * free, labels) > 0.375, textured)
+    foliage = np.where(solid, 0.0, foliage).astype(np.float32)
     bloom = _segment_mean(cues.bloom * free, labels)
     colourless = _segment_mean(cues.colourless, labels)
     _, sat, val = _hsv(rgb)

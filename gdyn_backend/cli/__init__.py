@@ -15,7 +15,8 @@ import sys
 from gdyn_backend import __version__
 from gdyn_backend.errors import Cancelled, UserError
 
-COMMANDS = ["info", "example", "bench", "extract", "serve", "animate", "simulate", "dataset", "train", "sample"]
+COMMANDS = ["info", "example", "bench", "extract", "serve", "animate", "simulate", "dataset", "train", "sample",
+            "preset"]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -71,9 +71,18 @@ def spectral_envelope(frequencies_hz: np.ndarray, preset: Preset) -> np.ndarray:
     resonance |H(f)| at f0 with damping ratio `preset.damping`, times
     exp(-(f - lo) / decay_hz) above lo (the exponential fall of paper fig. 2)
     and a linear roll-off f / lo below it (slower drifts would read as the
-    object sliding, not swaying).
+    object sliding, not swaying). A preset with a measured spectrum
+    (`spectrum_hz`, `spectrum_amplitude`) follows it instead: linear between
+    its points, f / f1 below the first, exp(-(f - f_last) / decay_hz) above
+    the last.
     """
     f = np.asarray(frequencies_hz, np.float64)
+    if preset.spectrum_hz is not None:
+        hz, table = np.asarray(preset.spectrum_hz), np.asarray(preset.spectrum_amplitude)
+        inside = np.interp(f, hz, table)
+        below = table[0] * f / hz[0]
+        above = table[-1] * np.exp(-(f - hz[-1]) / preset.decay_hz)
+        return np.where(f <= 0, 0.0, np.where(f < hz[0], below, np.where(f > hz[-1], above, inside)))
     low, high = preset.band_hz
     r = f / np.sqrt(low * high)
     response = 1.0 / np.sqrt((1.0 - r * r) ** 2 + (2.0 * preset.damping * r) ** 2)
@@ -133,6 +142,23 @@ def _object_table(rng: np.random.Generator, count: int, num_bands: int, preset: 
     return phase, gain, angle
 
 
+def what_moves(still: Still, preset: Preset, motion_size: int = MOTION_SIZE_PX) -> np.ndarray:
+    """The what-moves map of `still` at the still's own size: float32 [H, W] in 0..1, white moves.
+
+    The analysis `sample_volume` uses without a mask (`regions_for`, at the
+    motion resolution for `motion_size`, for `preset.what_moves`), resized
+    bilinearly to the still: 1 = free to sway, 0 = pinned; values between
+    scale the motion (a defocused object, a grayscale picture, soft edges).
+    Transparent pixels are 0.
+    """
+    width, height = motion_resolution(still.width, still.height, motion_size)
+    moveability = regions_for(still, preset, width, height).moveability
+    full = cv2.resize(moveability, (still.width, still.height), interpolation=cv2.INTER_LINEAR)
+    if still.alpha is not None:
+        full = np.where(still.alpha > 0, full, 0.0)
+    return np.clip(full, 0.0, 1.0).astype(np.float32)
+
+
 class RigidPieces:
     """Rigid sway of `MotionRegions.pieces`: each piece turns about its hinge as one body.
 
@@ -152,7 +178,7 @@ class RigidPieces:
     """
 
     def __init__(self, regions: MotionRegions, weight: np.ndarray, feather: float,
-                 band_scale: np.ndarray, spread: float, rng: np.random.Generator):
+                 band_scale: np.ndarray, rng: np.random.Generator):
         pieces, objects = regions.pieces, regions.objects
         h, w = pieces.shape
         count = regions.num_pieces
@@ -186,9 +212,9 @@ class RigidPieces:
             if on_edge_object:
                 carried[j] = 1.0
                 hinge_weight = weight[self.hinge_y[j], self.hinge_x[j]]
-                turn[j] = spread * TURN_SHARE * hinge_weight / max(float(distance[piece].max()), 1.0)
+                turn[j] = TURN_SHARE * hinge_weight / max(float(distance[piece].max()), 1.0)
             else:
-                turn[j] = spread * float(weight[piece].mean()) / max(float(distance[piece].mean()), 1.0)
+                turn[j] = float(weight[piece].mean()) / max(float(distance[piece].mean()), 1.0)
         self.carried, self.turn = carried, turn
         self.pieces = pieces
         self.sizes = np.maximum(np.bincount(pieces.ravel(), minlength=count + 1), 1)
@@ -310,9 +336,11 @@ def sample_volume(still: Still, preset: Preset, seed: int = 0, mask: np.ndarray 
     bias = preset.direction_bias
     f0 = float(np.sqrt(preset.band_hz[0] * preset.band_hz[1]))
     isotropic = np.sqrt(max(0.0, 1.0 - bias * bias))
-    spread = float(np.sqrt(bias * bias + 2.0 * isotropic * isotropic))  # base RMS per unit of weight
+    # Along the wind one unit field, across both axes one each: divide by the
+    # RMS of their sum so that a free pixel's RMS is exactly band_scale * weight.
+    spread = float(np.sqrt(bias * bias + 2.0 * isotropic * isotropic))
     # Drawn apart from the base fields, so that these stay as they were.
-    pieces = RigidPieces(regions, weight, feather, band_scale, spread, np.random.default_rng([int(seed), 1]))
+    pieces = RigidPieces(regions, weight, feather, band_scale, np.random.default_rng([int(seed), 1]))
 
     amplitude = np.zeros((num_bands, 4, height, width), np.float32)
     for k in range(num_bands):
@@ -329,7 +357,7 @@ def sample_volume(still: Still, preset: Preset, seed: int = 0, mask: np.ndarray 
             flexible * field + rigid * (per_object(value.real) + 1j * per_object(value.imag))
             for field, value in zip((along, free_x, free_y), shared))
         rotate = per_object(np.cos(phase[:, k])) + 1j * per_object(np.sin(phase[:, k]))
-        common = band_scale[k] * weight * rotate
+        common = band_scale[k] / spread * weight * rotate
         mode_x = common * (bias * direction[0] * along + isotropic * free_x)
         mode_y = common * (bias * direction[1] * along + isotropic * free_y)
         mode_x, mode_y = pieces.apply(mode_x, mode_y, k, band_scale[k])
