@@ -181,59 +181,56 @@ class RigidPieces:
                  band_scale: np.ndarray, rng: np.random.Generator):
         pieces, objects = regions.pieces, regions.objects
         h, w = pieces.shape
-        count = regions.num_pieces
-        self.count = count
+        count = self.count = regions.num_pieces
         if count == 0:
             return
         # A piece's rim (outside it, where the what-moves map fades out) follows
         # the piece, faded like the base motion would be.
         reach = int(np.ceil(2.0 * feather))
-        grown = cv2.dilate(pieces.astype(np.float32), np.ones((2 * reach + 1,) * 2, np.uint8))
-        self.owner = np.where(pieces > 0, pieces, grown.astype(np.int32) * (regions.moveability > 0))
-        inside = np.bincount(pieces.ravel(), regions.moveability.ravel(), count + 1)
-        inside = inside / np.maximum(np.bincount(pieces.ravel(), minlength=count + 1), 1)
-        self.fade = np.where(pieces > 0, 1.0, np.clip(regions.moveability / np.maximum(inside[self.owner], 1e-6),
-                                                      0.0, 1.0)).astype(np.float32)
+        grown = cv2.dilate(pieces.astype(np.float32), np.ones((2 * reach + 1,) * 2, np.uint8)).astype(np.int32)
+        owner = np.where(pieces > 0, pieces, grown * (regions.moveability > 0)).ravel()
+        self.where = np.flatnonzero(owner)  # flat indices of the pixels the pieces set
+        self.owner = owner[self.where]
+        inside = pieces.ravel()[self.where] > 0
+        self.inside, self.inside_owner = self.where[inside], self.owner[inside]
+        self.sizes = np.maximum(np.bincount(self.inside_owner, minlength=count + 1), 1)
+        moveability = regions.moveability.ravel()[self.where]
+        self.fade = np.where(inside, 1.0, np.clip(moveability / np.maximum(
+            self._piece_mean(regions.moveability)[self.owner].real, 1e-6), 0.0, 1.0))
         hinges = np.vstack([np.zeros((1, 2), np.float32), regions.hinges])
-        self.hinge_x = np.clip(np.round(hinges[:, 0]).astype(int), 0, w - 1)
-        self.hinge_y = np.clip(np.round(hinges[:, 1]).astype(int), 0, h - 1)
-        rows, cols = np.mgrid[0:h, 0:w].astype(np.float32)
-        self.rel_x = np.where(self.owner > 0, cols - hinges[self.owner, 0], 0.0).astype(np.float32)
-        self.rel_y = np.where(self.owner > 0, rows - hinges[self.owner, 1], 0.0).astype(np.float32)
+        rows, cols = np.divmod(self.where, w)
+        self.arm_x = -(rows - hinges[self.owner, 1])  # theta * (-(y - a_y), x - a_x)
+        self.arm_y = cols - hinges[self.owner, 0]
+        distance = np.hypot(self.arm_x, self.arm_y)
         edge = np.zeros(regions.num_objects + 1, bool)
         edge[np.unique(np.concatenate([objects[0], objects[-1], objects[:, 0], objects[:, -1]]))] = True
         edge[0] = False
-        distance = np.sqrt(self.rel_x ** 2 + self.rel_y ** 2)
-        carried = np.zeros(count + 1, np.float32)
-        turn = np.zeros(count + 1, np.float32)
-        for j in range(1, count + 1):
-            piece = pieces == j
-            on_edge_object = edge[np.bincount(objects[piece], minlength=edge.size).argmax()]
-            if on_edge_object:
-                carried[j] = 1.0
-                hinge_weight = weight[self.hinge_y[j], self.hinge_x[j]]
-                turn[j] = TURN_SHARE * hinge_weight / max(float(distance[piece].max()), 1.0)
-            else:
-                turn[j] = float(weight[piece].mean()) / max(float(distance[piece].mean()), 1.0)
-        self.carried, self.turn = carried, turn
-        self.pieces = pieces
-        self.sizes = np.maximum(np.bincount(pieces.ravel(), minlength=count + 1), 1)
-        self.arm_energy = self._piece_mean(distance ** 2).real  # mean r^2 over each piece, px^2
+        object_of = np.zeros(count + 1, int)
+        np.maximum.at(object_of, self.inside_owner, objects.ravel()[self.inside])
+        self.carried = edge[object_of].astype(np.float64)
+        hinge_index = (np.clip(np.round(hinges[:, 1]).astype(int), 0, h - 1) * w
+                       + np.clip(np.round(hinges[:, 0]).astype(int), 0, w - 1))
+        far = np.zeros(count + 1)
+        np.maximum.at(far, self.owner[inside], distance[inside])
+        mean_distance = np.bincount(self.inside_owner, distance[inside], count + 1) / self.sizes
+        mean_weight = self._piece_mean(weight).real
+        self.turn = np.where(self.carried > 0, TURN_SHARE * weight.ravel()[hinge_index] / np.maximum(far, 1.0),
+                             mean_weight / np.maximum(mean_distance, 1.0))
+        self.arm_energy = np.bincount(self.inside_owner, distance[inside] ** 2, count + 1) / self.sizes
         # Random turn per band and piece, normalised over the bands so that every
         # piece turns with exactly its expected energy (only phases and the split
         # between bands are random).
         angles = (rng.standard_normal((band_scale.size, count + 1))
                   + 1j * rng.standard_normal((band_scale.size, count + 1))) / np.sqrt(2.0)
-        expected = np.sum(band_scale ** 2)
         drawn = np.sum((band_scale[:, None] * np.abs(angles)) ** 2, axis=0)
-        self.angles = angles * np.sqrt(expected / np.maximum(drawn, 1e-30))
+        self.angles = angles * np.sqrt(np.sum(band_scale ** 2) / np.maximum(drawn, 1e-30))
 
     def _piece_mean(self, values: np.ndarray) -> np.ndarray:
-        """Mean of `values` [H, W] (real or complex) over each piece, [m + 1] (entry 0: outside)."""
-        labels = self.pieces.ravel()
-        total = np.bincount(labels, np.real(values).ravel(), self.count + 1).astype(np.complex128)
-        if np.iscomplexobj(values):
-            total += 1j * np.bincount(labels, np.imag(values).ravel(), self.count + 1)
+        """Mean of `values` [H, W] (real or complex) over each piece, complex [m + 1] (entry 0 unused)."""
+        inside = values.ravel()[self.inside]
+        total = np.bincount(self.inside_owner, np.real(inside), self.count + 1).astype(np.complex128)
+        if np.iscomplexobj(inside):
+            total += 1j * np.bincount(self.inside_owner, np.imag(inside), self.count + 1)
         return total / self.sizes
 
     def apply(self, mode_x: np.ndarray, mode_y: np.ndarray, band: int,
@@ -242,19 +239,19 @@ class RigidPieces:
         if self.count == 0:
             return mode_x, mode_y
         theta = band_scale * self.turn * self.angles[band]
-        means, energy = [], np.zeros(self.count + 1)
-        for mode in (mode_x, mode_y):
-            means.append(self._piece_mean(mode))
-            energy += self._piece_mean(np.abs(mode) ** 2).real
+        means = [self._piece_mean(mode) for mode in (mode_x, mode_y)]
+        energy = sum(self._piece_mean(np.abs(mode) ** 2).real for mode in (mode_x, mode_y))
         # The carried translation takes the base's energy over the piece that the turn leaves.
-        turned = np.abs(theta) ** 2 * self.arm_energy
-        carried = np.abs(means[0]) ** 2 + np.abs(means[1]) ** 2
-        gain = self.carried * np.sqrt(np.maximum(energy - turned, 0.0) / np.maximum(carried, 1e-20))
+        left = np.maximum(energy - np.abs(theta) ** 2 * self.arm_energy, 0.0)
+        gain = self.carried * np.sqrt(left / np.maximum(np.abs(means[0]) ** 2 + np.abs(means[1]) ** 2, 1e-20))
         out = []
-        for mode, mean, arm in zip((mode_x, mode_y), means, (-self.rel_y, self.rel_x)):
+        for mode, mean, arm in zip((mode_x, mode_y), means, (self.arm_x, self.arm_y)):
+            base = mode.ravel()[self.where]
             carry = (gain * mean)[self.owner]
-            rigid = carry + theta[self.owner] * arm + FLUTTER * (mode - carry)
-            out.append(np.where(self.owner > 0, self.fade * rigid, mode))
+            rigid = carry + theta[self.owner] * arm + FLUTTER * (base - carry)
+            moved = mode.copy()
+            moved.ravel()[self.where] = self.fade * rigid
+            out.append(moved)
         return out[0], out[1]
 
 
