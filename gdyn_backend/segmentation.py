@@ -1,21 +1,22 @@
 """What moves in a still: a CPU-only, weight-free analysis of the picture.
 
-The procedural prior needs to know which pixels may sway (petals, leaves,
-stems, flames) and which must stay put (sky, soil, walls, vases, dark or
-uniform backgrounds), and how the moving pixels group into objects that move
-as one. Everything here is classical image analysis:
+The procedural prior needs to know which pixels may sway (leaves, stems,
+petals, seed heads, flames) and which must stay put (sky, soil, walls,
+rocks, trunks, bowls, rooms, renders), how the moving pixels group into
+objects, and which parts sway as rigid pieces. Everything here is classical
+image analysis, and where the picture is ambiguous it stays still:
 
 1. SLIC-like superpixels (Achanta et al. 2012) in Lab colour + position,
    so decisions follow colour edges instead of pixel noise.
-2. Per-pixel cues: hue/saturation/value (green foliage, saturated petals,
-   bright textured white petals or seed heads; brown soil, blue sky, dark
-   backgrounds, pale smooth walls), local detail (gradient energy: in-focus
-   plants are textured, walls/sky/blurred backgrounds are smooth) and
-   position (sky touches the top).
-3. A score per superpixel (mean of the pixel cues), small enclosed gaps
-   filled, then scaled per connected object by how sharp (in focus) the
-   object is relative to the image, so a defocused background moves far
-   less than the subject.
+2. Per-pixel cues (`plant_cues`): green foliage (weighted by focus), bloom
+   colours (saturated petals, pink, near-white, bright textured pale parts)
+   and background (dark, soil, pale smooth surfaces, sky).
+3. Blooms count only on a plant (`attached_blooms`: foliage contact, green
+   surroundings, a bunch, a free lobed leaf); solid smooth green blobs are
+   fruit (`rigid_blobs`); trunks and dull pixels inside foliage are pinned
+   (`trunks`); a grayscale picture moves little and not its flat facets.
+4. Small enclosed gaps filled, objects (connected blobs) scaled by how sharp
+   they are, and rigid pieces with their hinges (`rigid_pieces`).
 
 All maps are float32 [H, W] in 0..1 at the analysis resolution the caller
 picks (the prior uses its motion resolution).
@@ -486,17 +487,21 @@ def _hanging_point(blob: np.ndarray, textured: np.ndarray, near: int, far: int) 
 
 
 def rigid_pieces(objects: np.ndarray, heads: np.ndarray | None, detail: np.ndarray,
-                 max_fraction: float = 0.2) -> tuple[np.ndarray, np.ndarray]:
+                 core: np.ndarray | None = None, max_fraction: float = 0.2) -> tuple[np.ndarray, np.ndarray]:
     """Parts that sway as one rigid piece, and the hinge each turns about.
 
     objects: int32 [H, W] from `connected_objects`; heads: bool [H, W] flower
-    heads (kept blooms) or None; detail: `local_detail` [H, W].
+    heads (kept blooms) or None; detail: `local_detail` [H, W]; core: bool
+    [H, W] where the map is plainly plant before feathering (a head's fringe
+    stays in it), or None for all of the objects.
     A piece is a blob of `heads` inside an object that stands on the frame
     (a flower head on its stem; hinge: where it meets the rest of its
-    object below its centre, else its lowest point), or a whole object that touches no edge
+    object below its centre, else its lowest point; with its fringe, the
+    object's pixels within 3 % of the long side not below the hinge), or a whole object that touches no edge
     of the frame (a leaf on a still twig; hinge: `_hanging_point`, else its
     lowest point, as for a flower whose stem is not seen). Pieces over
-    `max_fraction` of the frame (a bunch, a hedge) bend instead.
+    `max_fraction` of the frame (a hedge), and lobed heads over 5 % of it (a
+    bunch, solidity under 0.8), bend instead.
     Returns (pieces int32 [H, W], 0 = none, 1..m; hinges float32 [m, 2] as (x, y) pixels).
     """
     from scipy import ndimage
@@ -528,14 +533,18 @@ def rigid_pieces(objects: np.ndarray, heads: np.ndarray | None, detail: np.ndarr
         elif heads is not None:
             for blob, _ in _blobs(heads & whole, max(4, int(MIN_OBJECT_FRACTION * h * w))):
                 blob = ndimage.binary_fill_holes(blob) & whole  # a dark centre is part of the head
-                if blob.sum() > max_fraction * h * w or (pieces[blob] > 0).any():
+                # One head is compact; a lobed blob of over 5 % of the frame is a bunch, which bends.
+                limit = max_fraction if _solidity(blob) >= 0.8 else 0.05
+                if blob.sum() > limit * h * w or (pieces[blob] > 0).any():
                     continue
                 joint = (cv2.dilate(blob.astype(np.uint8), _disc(near)) > 0) & whole & ~blob
                 joint &= rows > rows[blob].mean()  # a stem carries its head from below
-                if joint.any():
-                    add(blob, (float(cols[joint].mean()), float(rows[joint].mean())))
-                else:
-                    add(blob, lowest_point(blob))
+                hinge = (float(cols[joint].mean()), float(rows[joint].mean())) if joint.any() else lowest_point(blob)
+                # The head's fringe (fuzzy or pale edges the colour cues missed) goes with it, the stem not.
+                fringe = (cv2.dilate(blob.astype(np.uint8), _disc(far // 2)) > 0) & whole & (rows <= hinge[1])
+                if core is not None:
+                    fringe &= core
+                add(blob | (fringe & (pieces == 0)), hinge)
     return pieces, np.asarray(hinges, np.float32).reshape(-1, 2)
 
 
@@ -563,6 +572,7 @@ def analyze(rgb: np.ndarray, what_moves: str = "plants", alpha: np.ndarray | Non
     moveability = fill_small_holes(_ramp(score, 0.2, 0.55))
     if pinned is not None:
         moveability = np.where(pinned, np.float32(0.0), moveability)
+    core = moveability > 0.5  # before feathering: where the map is plainly plant
     moveability = cv2.GaussianBlur(moveability, (0, 0), feather)
     if alpha is not None:
         moveability = moveability * np.clip(alpha, 0.0, 1.0)
@@ -575,7 +585,7 @@ def analyze(rgb: np.ndarray, what_moves: str = "plants", alpha: np.ndarray | Non
             moveability *= np.float32(GRAYSCALE_GAIN)
         else:
             heads = plants.heads
-    pieces, hinges = rigid_pieces(objects, heads, local_detail(rgb))
+    pieces, hinges = rigid_pieces(objects, heads, local_detail(rgb), core)
     return MotionRegions(moveability, objects, pieces, hinges)
 
 

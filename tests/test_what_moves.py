@@ -22,7 +22,7 @@ motion correlates with the distance from there (r >= 0.6, measured 0.69-0.71;
 main -0.3..-0.06) and the 15 % of the leaf nearest to it moves at most 0.4x
 the farthest 20 % (0.25-0.27; main 0.98-1.29). Inside the dandelion's seed
 head (a disc of 0.7x its radius) the RMS spatial gradient of the motion times
-that radius is at most 0.35x the head's RMS sway (0.22-0.24; main 1.2-1.9):
+that radius is at most 0.35x the head's RMS sway (0.23-0.26; main 1.2-1.9):
 the head sways as one piece with a little flutter.
 """
 

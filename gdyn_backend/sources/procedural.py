@@ -23,18 +23,22 @@ work it builds on:
   random value per object), larger ones (a field of plants) bend freely.
   Objects whose extent sqrt(area) is under 15 % of the long side sway
   proportionally less (a small leaf moves by a fraction of its own size).
+* Rigid pieces (`RigidPieces`): flower heads ride on their stems as one
+  body with a small turn about where the stem joins; a leaf hanging from a
+  still twig turns about where the twig meets it. 10 % flutter stays.
 * Anchors: amplitude grows from an object's attachment (its lowest row for
   upright plants, its top row for things that hang from the top of the
   frame) to its free end as (height fraction)^1.5, the shape of a bending
   cantilever; `stiffness` sets how still the anchor is. Objects that touch
   no edge of the frame move as a whole.
 * What moves: `gdyn_backend.segmentation.analyze` (colour, texture, focus,
-  superpixels); a user mask replaces it (`mask > 0` may move); fully
+  superpixels, what blooms are attached to, rigid cues; `what_moves` gives
+  the map); a user mask replaces it (`mask > 0` may move); fully
   transparent pixels never move.
 
 Amplitudes: a free pixel at the top of its object has an RMS displacement
-over time of about `preset.amplitude_px` pixels per 512 px of the still's
-long side. Same still, preset, mask and seed give the same volume bit for bit.
+over time of `preset.amplitude_px` pixels per 512 px of the still's long
+side. Same still, preset, mask and seed give the same volume bit for bit.
 """
 
 from __future__ import annotations
@@ -163,11 +167,11 @@ class RigidPieces:
     """Rigid sway of `MotionRegions.pieces`: each piece turns about its hinge as one body.
 
     A carried piece (a flower head on a stem: its object stands on the frame)
-    moves as a whole along the mean of the base motion B_k over it (the
-    rigid translation nearest to it), plus a small turn about its hinge whose
-    far end moves TURN_SHARE of the hinge's sway; the translation is scaled
-    so that the piece keeps the base's mean squared motion (the wind gives
-    it the same energy, it just moves as one). A hinged piece (a whole
+    moves as a whole with its hinge, along B_k(a) (so the head stays on its
+    stem, in phase), plus a small turn about the hinge whose far end moves
+    TURN_SHARE of the hinge's sway; the translation is scaled so that the
+    piece keeps the base's mean squared motion over it (the wind gives it
+    the same energy, it just moves as one). A hinged piece (a whole
     object touching no frame edge: a leaf on a still twig) only turns about
     its hinge, so its motion grows linearly with the distance from it; the
     turn is scaled so that the piece's mean sway equals the sway the base
@@ -195,8 +199,8 @@ class RigidPieces:
         self.inside, self.inside_owner = self.where[inside], self.owner[inside]
         self.sizes = np.maximum(np.bincount(self.inside_owner, minlength=count + 1), 1)
         moveability = regions.moveability.ravel()[self.where]
-        self.fade = np.where(inside, 1.0, np.clip(moveability / np.maximum(
-            self._piece_mean(regions.moveability)[self.owner].real, 1e-6), 0.0, 1.0))
+        typical = self._piece_mean(regions.moveability).real[self.owner]
+        self.fade = np.where(inside, 1.0, np.clip(moveability / np.maximum(typical, 1e-6), 0.0, 1.0))
         hinges = np.vstack([np.zeros((1, 2), np.float32), regions.hinges])
         rows, cols = np.divmod(self.where, w)
         self.arm_x = -(rows - hinges[self.owner, 1])  # theta * (-(y - a_y), x - a_x)
@@ -208,8 +212,8 @@ class RigidPieces:
         object_of = np.zeros(count + 1, int)
         np.maximum.at(object_of, self.inside_owner, objects.ravel()[self.inside])
         self.carried = edge[object_of].astype(np.float64)
-        hinge_index = (np.clip(np.round(hinges[:, 1]).astype(int), 0, h - 1) * w
-                       + np.clip(np.round(hinges[:, 0]).astype(int), 0, w - 1))
+        self.hinge_index = hinge_index = (np.clip(np.round(hinges[:, 1]).astype(int), 0, h - 1) * w
+                                          + np.clip(np.round(hinges[:, 0]).astype(int), 0, w - 1))
         far = np.zeros(count + 1)
         np.maximum.at(far, self.owner[inside], distance[inside])
         mean_distance = np.bincount(self.inside_owner, distance[inside], count + 1) / self.sizes
@@ -239,15 +243,15 @@ class RigidPieces:
         if self.count == 0:
             return mode_x, mode_y
         theta = band_scale * self.turn * self.angles[band]
-        means = [self._piece_mean(mode) for mode in (mode_x, mode_y)]
+        joints = [mode.ravel()[self.hinge_index] for mode in (mode_x, mode_y)]
         energy = sum(self._piece_mean(np.abs(mode) ** 2).real for mode in (mode_x, mode_y))
         # The carried translation takes the base's energy over the piece that the turn leaves.
         left = np.maximum(energy - np.abs(theta) ** 2 * self.arm_energy, 0.0)
-        gain = self.carried * np.sqrt(left / np.maximum(np.abs(means[0]) ** 2 + np.abs(means[1]) ** 2, 1e-20))
+        gain = self.carried * np.sqrt(left / np.maximum(np.abs(joints[0]) ** 2 + np.abs(joints[1]) ** 2, 1e-20))
         out = []
-        for mode, mean, arm in zip((mode_x, mode_y), means, (self.arm_x, self.arm_y)):
+        for mode, joint, arm in zip((mode_x, mode_y), joints, (self.arm_x, self.arm_y)):
             base = mode.ravel()[self.where]
-            carry = (gain * mean)[self.owner]
+            carry = (gain * joint)[self.owner]
             rigid = carry + theta[self.owner] * arm + FLUTTER * (base - carry)
             moved = mode.copy()
             moved.ravel()[self.where] = self.fade * rigid
