@@ -7,8 +7,8 @@ back as a mask (`gdyn animate --mask`, `gdyn simulate --mask`, a live
 session's `mask`), it is read by `io.read_mask` and applied by the one pin
 rule (`gdyn_backend.pinning`): a region painted black is exactly still.
 
-The map is the prior's own analysis (`what_moves`), never a second one, so
-an unedited mask says what the prior would move anyway.
+The map is the prior's own analysis (`procedural.what_moves`), never a
+second one, so an unedited mask says what the prior would move anyway.
 """
 
 from __future__ import annotations
@@ -16,25 +16,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-import cv2
 import numpy as np
 
 from gdyn_backend import io, params
 from gdyn_backend.errors import UserError
-from gdyn_backend.presets import DEFAULT_PRESET, Preset, load_preset
+from gdyn_backend.presets import DEFAULT_PRESET, load_preset
 from gdyn_backend.sources import procedural
-
-
-def what_moves(still: io.Still, preset: Preset) -> np.ndarray:
-    """The prior's what-moves map of `still`, float32 [H, W] in 0..1 at the still's size.
-
-    The analysis runs at the prior's motion resolution (`procedural.regions_for`,
-    as `procedural.sample_volume` runs it) and is resized bilinearly to the still.
-    """
-    width, height = procedural.motion_resolution(still.width, still.height)
-    moveability = procedural.regions_for(still, preset, width, height).moveability
-    full = cv2.resize(moveability, (still.width, still.height), interpolation=cv2.INTER_LINEAR)
-    return np.clip(full, 0.0, 1.0).astype(np.float32)
 
 
 @dataclass(frozen=True)
@@ -61,7 +48,7 @@ def write_mask(image, output, preset: str) -> tuple[Path, int, int]:
     if output.suffix.lower() != ".png":
         raise UserError(f"the mask is written as PNG: give an output ending in .png, got {output.name}")
     still = io.read_image(image)
-    values = what_moves(still, load_preset(preset))
+    values = procedural.what_moves(still, load_preset(preset))
     output.parent.mkdir(parents=True, exist_ok=True)
     io.write_png(output, np.repeat(values[:, :, None], 3, axis=2))
     return output, still.width, still.height

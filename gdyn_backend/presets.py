@@ -2,8 +2,9 @@
 
 A preset describes how a scene sways, not what it looks like. The procedural
 prior (`gdyn_backend.sources.procedural`) turns one into a spectral volume;
-the Blender add-on reads the same files with `tomllib` to fill its menu, so
-they stay plain TOML with only the keys below (all required, no others).
+the backend's `presets` request lists them for the Blender add-on's menu.
+They are plain TOML with the keys below (all required, no others, except
+the optional measured spectrum).
 
 Keys and units (amplitudes are in pixels of a still whose long side is
 `REFERENCE_SIZE_PX` = 512 px; they scale with the image):
@@ -32,10 +33,24 @@ Keys and units (amplitudes are in pixels of a still whose long side is
                            (stem base, attachment) does not move at all
     variation       float  0 = all objects move in step, 1 = each object has
                            its own phase, size and direction of motion
+
+Optional, together (a spectrum measured from a clip, `gdyn preset --from-video`):
+
+    spectrum_hz         [f1, f2, ...] increasing frequencies in Hz (> 0), at
+                        least 2
+    spectrum_amplitude  [a1, a2, ...] relative RMS amplitude of the motion in
+                        a band at each of those frequencies (>= 0, not all 0;
+                        only the shape counts, `amplitude_px` sets the size).
+                        With them the prior follows this spectrum instead of
+                        the resonance of `band_hz` / `damping` (linear in
+                        between, falling as f / f1 below f1, and as
+                        exp(-(f - f_last) / decay_hz) above the last point);
+                        `band_hz` still sets the spatial scale of the bands.
 """
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import tomllib
@@ -66,9 +81,12 @@ class Preset:
     coherence: float
     stiffness: float
     variation: float
+    spectrum_hz: tuple[float, ...] | None = None
+    spectrum_amplitude: tuple[float, ...] | None = None
 
 
-_KEYS = [f.name for f in fields(Preset) if f.name != "name"]
+SPECTRUM_KEYS = ("spectrum_hz", "spectrum_amplitude")
+_KEYS = [f.name for f in fields(Preset) if f.name != "name" and f.name not in SPECTRUM_KEYS]
 # (low, high, low_inclusive) bounds of the numbers; None = unbounded.
 _RANGES = {
     "amplitude_px": (0.0, 200.0, False),
@@ -121,9 +139,10 @@ def _number(source: str, key: str, value) -> float:
 def preset_from_dict(data: dict, name: str, source: str | None = None) -> Preset:
     """Validate a parsed TOML table; UserError naming the first bad key."""
     source = source or name
-    unknown = sorted(set(data) - set(_KEYS))
+    unknown = sorted(set(data) - set(_KEYS) - set(SPECTRUM_KEYS))
     if unknown:
-        raise UserError(f"preset {source}: unknown key '{unknown[0]}'; allowed keys: {', '.join(_KEYS)}")
+        raise UserError(f"preset {source}: unknown key '{unknown[0]}'; allowed keys: "
+                        f"{', '.join(_KEYS + list(SPECTRUM_KEYS))}")
     missing = [k for k in _KEYS if k not in data]
     if missing:
         raise UserError(f"preset {source}: missing key '{missing[0]}'")
@@ -144,7 +163,58 @@ def preset_from_dict(data: dict, name: str, source: str | None = None) -> Preset
     values["band_hz"] = (low, high)
     for key in _RANGES:
         values[key] = _number(source, key, data[key])
+    values.update(_spectrum(source, data))
     return Preset(name=name, **values)
+
+
+def _spectrum(source: str, data: dict) -> dict:
+    """The optional spectrum table of a parsed preset: {} or both keys as tuples of floats."""
+    present = [key for key in SPECTRUM_KEYS if key in data]
+    if not present:
+        return {}
+    if len(present) == 1:
+        other = SPECTRUM_KEYS[1 - SPECTRUM_KEYS.index(present[0])]
+        raise UserError(f"preset {source}: key '{present[0]}' needs '{other}' as well")
+    table = {}
+    for key in SPECTRUM_KEYS:
+        values = data[key]
+        if not isinstance(values, list) or len(values) < 2:
+            raise UserError(f"preset {source}: key '{key}' must be a list of at least 2 numbers, got {values!r}")
+        numbers = []
+        for value in values:
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                raise UserError(f"preset {source}: key '{key}' must hold finite numbers, got {value!r}")
+            numbers.append(float(value))
+        table[key] = tuple(numbers)
+    hz, amplitude = table["spectrum_hz"], table["spectrum_amplitude"]
+    if len(hz) != len(amplitude):
+        raise UserError(f"preset {source}: key 'spectrum_amplitude' has {len(amplitude)} values "
+                        f"for {len(hz)} in 'spectrum_hz'")
+    if hz[0] <= 0 or any(b <= a for a, b in zip(hz, hz[1:])):
+        raise UserError(f"preset {source}: key 'spectrum_hz' must increase and be above 0 Hz")
+    if min(amplitude) < 0 or max(amplitude) <= 0:
+        raise UserError(f"preset {source}: key 'spectrum_amplitude' must be >= 0 and not all 0")
+    return table
+
+
+def preset_toml(preset: Preset, comment: str = "") -> str:
+    """`preset` as the text of a preset file (plain TOML: strings, numbers, lists of numbers).
+
+    comment: first line(s) of the file, written as `# ...` comments.
+    """
+    lines = [f"# {row}".rstrip() for row in comment.splitlines()]
+    for key in _KEYS + list(SPECTRUM_KEYS):
+        value = getattr(preset, key)
+        if value is None:
+            continue
+        if isinstance(value, str):
+            text = json.dumps(value, ensure_ascii=False)  # a TOML basic string is a JSON string
+        elif isinstance(value, tuple):
+            text = "[" + ", ".join(f"{v:.4g}" for v in value) + "]"
+        else:
+            text = f"{value:.4g}"
+        lines.append(f"{key} = {text}")
+    return "\n".join(lines) + "\n"
 
 
 def load_preset(name_or_path) -> Preset:

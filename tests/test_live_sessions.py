@@ -28,9 +28,9 @@ from gdyn_backend.live_sessions import (
     LiveStepOptions,
     default_volume,
 )
-from gdyn_backend.mask import what_moves
 from gdyn_backend.presets import DEFAULT_PRESET, load_preset
 from gdyn_backend.simulate import DragSpec, PokeSpec, SimulateOptions, simulate
+from gdyn_backend.sources.procedural import what_moves
 
 STEP_BUDGET_MS = 50.0  # median round trip of a live step at 512 px on 2 CPU threads, quiet machine
 

@@ -20,7 +20,8 @@ import threading
 from gdyn_backend import __version__
 from gdyn_backend.errors import Cancelled, Stopped, UserError, os_error_message
 
-COMMANDS = ["info", "example", "bench", "extract", "serve", "animate", "simulate", "mask", "dataset", "train", "sample"]
+COMMANDS = ["info", "example", "bench", "extract", "serve", "animate", "simulate", "mask", "dataset", "train", "sample",
+            "preset"]
 STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGTERM", "SIGHUP") if hasattr(signal, name))
 
 
