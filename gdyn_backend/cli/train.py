@@ -1,7 +1,7 @@
 """`gdyn train {vae,ldm,renderer}`: train the motion model stages or the learned renderer.
 
-Single process, or many with torchrun:
-    torchrun --nproc_per_node 8 -m gdyn_backend train ldm DATA -o RUN --vae VAE/model.safetensors
+Single process, or many with torchrun (N processes with --batch-size B train as one with N*B):
+    torchrun --standalone --nproc_per_node 8 -m gdyn_backend train ldm DATA -o RUN --vae VAE/model.safetensors
 """
 
 from __future__ import annotations
@@ -35,8 +35,8 @@ def _config(args, kind: str):
     for name in ("steps", "batch_size", "save_every", "log_every"):
         if getattr(args, name) < 1:
             raise UserError(f"--{name.replace('_', '-')} must be at least 1")
-    if not args.lr > 0 or args.workers < 0:
-        raise UserError("--lr must be positive and --workers 0 or more")
+    if not args.lr > 0 or args.workers < 0 or args.seed < 0:
+        raise UserError("--lr must be positive, --workers and --seed 0 or more")
     extra = {}
     if kind == "ldm":
         if not 0 <= args.cond_dropout < 1:
@@ -47,11 +47,17 @@ def _config(args, kind: str):
                        log_every=args.log_every, seed=args.seed, workers=args.workers, **extra)
 
 
+def _report(path: Path | None) -> None:
+    """The 'wrote' line, from the one process that wrote (rank 0 under torchrun)."""
+    if path is not None:
+        print(f"wrote {path}")
+
+
 def run_vae(args) -> int:
     from gdyn_backend.model.training import train_vae
 
     path = train_vae(_config(args, "vae"), Progress(terminal_bar()))
-    print(f"wrote {path}")
+    _report(path)
     return 0
 
 
@@ -59,7 +65,7 @@ def run_ldm(args) -> int:
     from gdyn_backend.model.training import train_ldm
 
     path = train_ldm(_config(args, "ldm"), Progress(terminal_bar()))
-    print(f"wrote {path}")
+    _report(path)
     return 0
 
 

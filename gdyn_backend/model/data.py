@@ -97,7 +97,8 @@ def clip_name(root: Path, clip: Path) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", rel)
 
 
-def _write_json_atomic(path: Path, data: dict) -> None:
+def write_json(path: Path, data: dict) -> None:
+    """Write `data` as indented JSON, atomically; makes the folder."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(data, indent=1))
@@ -151,7 +152,7 @@ def _process_clip(root: Path, clip: Path, out: Path, cfg: DatasetConfig, report:
             stats = flow.motion_statistics(trajectories)
             reason = flow.check_motion(stats)
             if reason is not None:
-                _write_json_atomic(rejected, {"clip": clip.name, "start": start, "reason": reason,
+                write_json(rejected, {"clip": clip.name, "start": start, "reason": reason,
                                               **stats.as_metadata()})
                 report.rejected += 1
                 continue
@@ -194,7 +195,7 @@ def build_dataset(videos_dir, out_dir, cfg: DatasetConfig = DatasetConfig(), sha
             progress.advance()
             continue
         fps = _process_clip(root, clip, out, cfg, report, progress)
-        _write_json_atomic(marker, {"clip": clip.relative_to(root).as_posix(), "fps": fps})
+        write_json(marker, {"clip": clip.relative_to(root).as_posix(), "fps": fps})
         report.clips += 1
         progress.advance()
     if count == 1:
@@ -212,7 +213,7 @@ def _check_or_write_config(out: Path, cfg: DatasetConfig) -> None:
             raise UserError(f"{out} was made with other settings ({', '.join(f'{k}={old.get(k)}' for k in differ)}); "
                             "use the same flags to resume, or a new output folder")
         return
-    _write_json_atomic(path, asdict(cfg))
+    write_json(path, asdict(cfg))
 
 
 def sample_files(data_dir) -> list[Path]:
@@ -240,7 +241,7 @@ def compute_statistics(data_dir, progress: Progress | None = None) -> spectral.F
     config_path = Path(data_dir) / "dataset.json"
     config = json.loads(config_path.read_text()) if config_path.exists() else {}
     config["data_fps"] = rates.most_common(1)[0][0]
-    _write_json_atomic(config_path, config)
+    write_json(config_path, config)
     return normalizer
 
 
