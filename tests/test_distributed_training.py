@@ -112,6 +112,14 @@ def compare_logs(one: Path, two: Path) -> float:
     return worst
 
 
+def _figures(state: dict, output_diff: float, output: torch.Tensor, loss: float) -> str:
+    """One line of the measured differences (for the test log and the README)."""
+    return (f"{STEPS} steps: Adam moments {state['moments']:.2g} of max, weights {state['weights']:.2g} of "
+            f"lr x steps, {state['left_out']}/{state['count']} weights with gradient RMS < 1e-6 "
+            f"{state['noise_weights']:.2g}, outputs {output_diff:.2g} (max {float(output.abs().max()):.2g}), "
+            f"logged loss {loss:.2g} rel")
+
+
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
     return make_data(tmp_path_factory.mktemp("ddp") / "data", range(8))   # 8 pairs: 2 global batches an epoch
@@ -149,11 +157,8 @@ def test_two_processes_train_the_vae_as_one(data, capsys):
                    for run in ("vae1-whole", "vae2")]
     output_diff = float((outputs[0] - outputs[1]).abs().max())
     with capsys.disabled():
-        print(f"\nVAE, 1 process x 4 vs 2 processes x 2 (resumed at step 2), {STEPS} steps: Adam moments "
-              f"{at_end['moments']:.2g} of max, weights {at_end['weights']:.2g} of lr x steps (step 2: "
-              f"{at_step_two['weights']:.2g}), {at_end['left_out']}/{at_end['count']} weights with "
-              f"gradient RMS < 1e-6 {at_end['noise_weights']:.2g}, decoded maps {output_diff:.2g} (max {float(outputs[0].abs().max()):.2g}), "
-              f"logged loss {loss:.2g} rel; "
+        print(f"\nVAE, 1 process x 4 vs 2 processes x 2 (resumed at step 2; weights at step 2: "
+              f"{at_step_two['weights']:.2g} of lr x steps), {_figures(at_end, output_diff, outputs[0], loss)}; "
               f"wall time 3 one-process runs {one_s:.1f} s, 2 torchrun runs {two_s:.1f} s (shared machine)")
     assert output_diff <= OUTPUT_TOLERANCE
 
@@ -188,10 +193,7 @@ def test_two_processes_train_the_denoiser_as_one(data, capsys):
         outputs = [m.unet(z0, t, condition_image(images, z0.shape[-2:]), torch.ones(len(pairs))) for m in models]
     output_diff = float((outputs[0] - outputs[1]).abs().max())
     with capsys.disabled():
-        print(f"\nLDM, 1 process x 4 vs 2 processes x 2, {STEPS} steps: Adam moments {at_end['moments']:.2g} of max, "
-              f"weights {at_end['weights']:.2g} of lr x steps, {at_end['left_out']}/{at_end['count']} weights with "
-              f"gradient RMS < 1e-6 {at_end['noise_weights']:.2g}, U-Net outputs {output_diff:.2g} (max {float(outputs[0].abs().max()):.2g}), "
-              f"logged loss {loss:.2g} rel; wall time 3 one-process runs {one_s:.1f} s, 1 torchrun run {two_s:.1f} s "
-              "(shared machine)")
+        print(f"\nLDM, 1 process x 4 vs 2 processes x 2, {_figures(at_end, output_diff, outputs[0], loss)}; "
+              f"wall time 3 one-process runs {one_s:.1f} s, 1 torchrun run {two_s:.1f} s (shared machine)")
     assert models[0].latent_scale == models[1].latent_scale
     assert output_diff <= OUTPUT_TOLERANCE
