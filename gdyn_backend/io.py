@@ -458,6 +458,29 @@ def _image_sequence(path: Path) -> list[Path]:
     return files
 
 
+MAX_DECODE_RATE = 240.0  # frames per second; a stream claiming a finer grid is read at its average rate
+
+
+def _decode_grid_rate(path: Path) -> float | None:
+    """The rate (frames per second) of the grid ffmpeg decodes a file's video stream on: its
+    'tbr', which is the frame rate of a constant-rate file and finer than the average rate of
+    a variable-rate one (ffmpeg then repeats frames to fill the grid). None if not reported."""
+    import re
+    import subprocess
+
+    import imageio_ffmpeg
+
+    try:
+        header = subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-hide_banner", "-i", str(path)],
+                                capture_output=True, text=True, timeout=60, check=False).stderr
+    except (OSError, subprocess.SubprocessError):
+        return None
+    stream = next((line for line in header.splitlines()
+                   if line.lstrip().startswith("Stream") and " Video: " in line), "")
+    match = re.search(r" (\d+(?:\.\d+)?)(k?) tbr", stream)
+    return float(match[1]) * (1000.0 if match[2] else 1.0) if match else None
+
+
 def open_video(path, fps_for_sequences: float = 30.0) -> tuple[VideoInfo, Iterator[np.ndarray]]:
     """Open a video file or a folder of images.
 
@@ -466,6 +489,13 @@ def open_video(path, fps_for_sequences: float = 30.0) -> tuple[VideoInfo, Iterat
     folder of images plays at `fps_for_sequences`. Raises UserError for a
     missing, unreadable or empty clip; a clip whose frames stop early yields
     the frames it has.
+
+    Frames come on a constant grid of `info.fps` frames per second (frame i
+    at i / fps seconds). A variable-frame-rate file is decoded on its finest
+    time grid (ffmpeg's tbr, e.g. 30 fps for a phone clip averaging 14),
+    where frames the file does not have repeat the one before exactly
+    (`flow.measure_window` detects them); a grid finer than MAX_DECODE_RATE
+    is replaced by the file's average rate.
     """
     path = Path(path)
     if not path.exists():
@@ -505,6 +535,11 @@ def open_video(path, fps_for_sequences: float = 30.0) -> tuple[VideoInfo, Iterat
     if not fps > 0:
         reader.close()
         raise UserError(f"video {path} reports no frame rate")
+    grid = _decode_grid_rate(path)
+    if grid is not None and abs(grid - fps) > 0.01 * fps:  # a variable frame rate
+        fps = grid if grid <= MAX_DECODE_RATE else fps
+        reader.close()  # each frame on the grid slot nearest its time (ffmpeg's default lets it drift a slot)
+        reader = imageio.get_reader(str(path), "ffmpeg", output_params=["-vf", f"fps={fps!r}"])
 
     def frames() -> Iterator[np.ndarray]:
         try:

@@ -246,6 +246,12 @@ CASES = [
     ("example-existing-folder-named-png", "example {out_png_folder}", "is a folder"),
     ("example-seed-negative", "example {out}/e.png --seed -1", "--seed: must be a whole number"),
     ("example-under-a-file", "example {a_file_txt}/e.png", "a_file.txt"),
+    ("preset-no-clip", "preset -o {out}/p.toml", "--from-video"),
+    ("preset-missing-clip", "preset --from-video {out}/none.mp4 -o {out}/p.toml", "not found"),
+    ("preset-text-as-video", "preset --from-video {text_mp4} -o {out}/p.toml", "cannot read video"),
+    ("preset-not-toml", "preset --from-video {clip_mp4} -o {out}/p.txt", ".toml"),
+    ("preset-frames-negative", "preset --from-video {clip_mp4} -o {out}/p.toml --frames -3", "--frames"),
+    ("preset-unknown-base", "preset --from-video {clip_mp4} -o {out}/p.toml --base hurricane", "hurricane"),
     ("mask-truncated-jpeg", "mask {cut_jpg} -o {out}/m.png", "truncated"),
     ("mask-unknown-preset", "mask {still} -o {out}/m.png --preset hurricane", "hurricane"),
     ("mask-not-png", "mask {still} -o {out}/m.txt", ".png"),
@@ -254,12 +260,6 @@ CASES = [
 
 # Cases that fail only because another part of issue 10 (another helper's) is not merged yet:
 # they are not run (a billion frames would start rendering) until the lead removes them here.
-OWNED_ELSEWHERE = {
-    "dataset-file-as-videos-folder": "data",
-    "train-renderer-file-as-videos-folder": "data",
-}
-
-
 @pytest.fixture(scope="module")
 def hostile(tmp_path_factory):
     root = tmp_path_factory.mktemp("battery")
@@ -292,8 +292,6 @@ def assert_one_error_line(status: int, stderr: str, words: str) -> str:
 @pytest.mark.parametrize("case", [c[0] for c in CASES])
 def test_bad_command_line_gets_one_error_line_and_writes_nothing(case, hostile, capsys):
     _, argv, words = next(c for c in CASES if c[0] == case)
-    if case in OWNED_ELSEWHERE:
-        pytest.xfail(f"owned by {OWNED_ELSEWHERE[case]} (issue 10 part)")
     root, paths = hostile
     before = snapshot(root)
     status, stderr = run_cli([a.format(**paths) for a in argv.split()], capsys)

@@ -1,6 +1,9 @@
-"""`gdyn dataset` on synthetic clips with known motion: pairs, filters, statistics, resume, shards."""
+"""`gdyn dataset` on synthetic clips with known motion: pairs, filters, statistics, resume, shards,
+parallel jobs, unreadable clips and bad input."""
 
 import json
+import shutil
+import time
 from dataclasses import replace
 
 import numpy as np
@@ -106,3 +109,88 @@ def test_bad_input_is_one_line_error(tmp_path, capsys, videos):
     assert main(["dataset", str(videos), "-o", str(tmp_path / "d"), "--window", "10", "--bands", "9"]) == 2
     assert "--bands" in capsys.readouterr().err
     assert not (tmp_path / "d").exists()
+
+
+@pytest.fixture(scope="module")
+def four_clips(tmp_path_factory):
+    """Four 40-frame clips of known motion (two folders of frames, two MP4s)."""
+    root = tmp_path_factory.mktemp("four")
+    for i in range(4):
+        clip = make_clip(synthetic_still(W, H, seed=10 + i), known_motion(), FRAMES, FPS)
+        if i % 2:
+            write_mp4(clip, root / f"clip{i}.mp4", FPS)
+        else:
+            write_frames_folder(clip, root / f"clip{i}")
+    return root
+
+
+def _files(folder) -> dict[str, object]:
+    """Every file's bytes; for a .safetensors file its parsed header and its data bytes, because the
+    safetensors writer (Rust) orders the header's metadata by a per-process hash: two runs of the
+    same process, or of one process twice, write the same keys and values in another order."""
+    files = {}
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        data = path.read_bytes()
+        if path.suffix == ".safetensors":
+            size = int.from_bytes(data[:8], "little")
+            data = (json.loads(data[8:8 + size]), data[8 + size:])
+        files[path.relative_to(folder).as_posix()] = data
+    return files
+
+
+def test_jobs_write_the_same_files_as_one_process(four_clips, tmp_path, capsys):
+    """`--jobs 2`: two worker processes, one progress bar, the same files (the flow is
+    deterministic and every file is written by the one clip it belongs to): byte-identical, but
+    for the key order of safetensors headers (see `_files`)."""
+    times = {}
+    for jobs in (1, 2):
+        start = time.perf_counter()
+        assert main(["dataset", str(four_clips), "-o", str(tmp_path / f"j{jobs}"), *FLAGS, "--jobs", str(jobs)]) == 0
+        times[jobs] = time.perf_counter() - start
+        out, err = capsys.readouterr()
+        assert "12 pairs written" in out and "4 clips processed" in out
+        assert [line for line in err.splitlines() if line.startswith("dataset: ")][-1] == "dataset: 4/4"
+    one, two = _files(tmp_path / "j1"), _files(tmp_path / "j2")
+    assert len([n for n in one if n.startswith("samples/")]) == 12 and one.keys() == two.keys()
+    assert [n for n in one if one[n] != two[n]] == []
+    with capsys.disabled():
+        print(f"\ndataset of 4 clips (12 pairs): --jobs 1 {times[1]:.1f} s, --jobs 2 {times[2]:.1f} s "
+              f"(x{times[1] / times[2]:.2f}; worker start-up included, shared machine)")
+
+
+def test_unreadable_clip_is_skipped_with_its_reason(four_clips, tmp_path, capsys):
+    videos = tmp_path / "videos"
+    shutil.copytree(four_clips / "clip0", videos / "clip0")
+    (videos / "broken.mp4").write_text("not a video\n")
+    assert main(["dataset", str(videos), "-o", str(tmp_path / "d"), *FLAGS]) == 0
+    assert "3 pairs written" in capsys.readouterr().out
+    reason = json.loads((tmp_path / "d" / "rejected" / "broken.mp4.json").read_text())["reason"]
+    assert reason.startswith("cannot read the clip: cannot read video") and "not a video" in reason
+    assert not (tmp_path / "d" / "clips" / "broken.mp4.json").exists()       # a rerun tries it again
+    assert (tmp_path / "d" / "normalization.safetensors").is_file()
+
+
+def test_a_file_as_the_videos_folder_says_so(videos, tmp_path, capsys):
+    assert main(["dataset", str(videos / "pan.mp4"), "-o", str(tmp_path / "d")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == f"gdyn: error: {videos / 'pan.mp4'} is a file; give the folder that holds the videos (or put the clip in a folder)"
+    assert not (tmp_path / "d").exists()
+
+
+def test_every_window_rejected_names_the_reasons_not_the_command_just_run(videos, tmp_path, capsys):
+    only_pan = tmp_path / "pan"
+    only_pan.mkdir()
+    shutil.copy(videos / "pan.mp4", only_pan)
+    assert main(["dataset", str(only_pan), "-o", str(tmp_path / "d"), *FLAGS]) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith("gdyn: error: no training pairs") and "rejected all 3 windows" in err
+    assert f"{tmp_path / 'd'}/rejected" in err and "make them with `gdyn dataset`" not in err
+
+
+def test_bands_default_follows_a_short_window_as_in_extract(videos, tmp_path):
+    """No --bands with --window 10: K = 10/2 + 1 = 6, the rule `gdyn extract` uses."""
+    assert main(["dataset", str(videos), "-o", str(tmp_path / "d"), "--size", f"{W}x{H}", "--window", "10",
+                 "--stride", "20"]) == 0
+    assert json.loads((tmp_path / "d" / "dataset.json").read_text())["num_bands"] == 6
+    _, volume = load_pair(min((tmp_path / "d" / "samples").glob("*.safetensors")))
+    assert volume.num_bands == 6

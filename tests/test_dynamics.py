@@ -172,7 +172,7 @@ def test_pokes_on_real_clips_peak_within_half_a_second_and_ring_down(shared_vide
     # carries 31 % / 15 % of the motion: read literally (one damping ratio, no floor), a poke
     # peaked after 1.0 / 0.48 s and kept 50 % / 44 % of its peak in the last half second.
     # Measured now at 12, native and 60 fps: peaks after 0.28-0.42 s, 4 % in the last half second.
-    volume = flow.extract_volume(shared_videos / clip, start=start, window=window, width=160, height=None)
+    volume, _ = flow.extract_volume(shared_videos / clip, start=start, window=window, width=160, height=None)
     for fps in (12.0, volume.fps, 60.0):
         sim = dyn.ModalSimulator(volume, fps=fps)
         x, y, d = most_mobile_push(sim, 3.0)

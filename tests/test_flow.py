@@ -89,7 +89,7 @@ def test_extract_recovers_known_bands_from_photo(shared_stills, tmp_path, contai
         source = write_frames_folder(clip, tmp_path / "frames")
     else:
         source = write_mp4(clip, tmp_path / "clip.mp4", FPS)
-    volume = extract_volume(source, window=period, num_bands=16)
+    volume, _ = extract_volume(source, window=period, num_bands=16)
     assert volume.amplitude.shape == (16, 4, H, W) and volume.fps == FPS
     assert volume.metadata["motion_check"] == "passed"
     _assert_recovered(volume, motion, period)
@@ -100,7 +100,7 @@ def test_extract_recovers_known_bands_from_synthetic_picture(tmp_path):
     period = 60
     motion = band_motion(W, H, FPS, period, (1, 4, 12), (1.5, 0.8, 0.4), seed=5)
     clip = make_clip(synthetic_still(W, H, seed=2), motion, period, FPS)
-    volume = extract_volume(write_frames_folder(clip, tmp_path / "frames"), window=period)
+    volume, _ = extract_volume(write_frames_folder(clip, tmp_path / "frames"), window=period)
     _assert_recovered(volume, motion, period, (1, 4, 12), (1.5, 0.8, 0.4))
 
 
@@ -127,7 +127,7 @@ def test_start_frame_skips_earlier_frames(tmp_path):
     motion = band_motion(W, H, FPS, period, (2, 6), (1.5, 0.7), seed=11)
     lead_in = make_clip(synthetic_still(W, H, seed=9), band_motion(W, H, FPS, 12, (1,), (6.0,)), 12, FPS)
     clip = np.concatenate([lead_in, make_clip(synthetic_still(W, H, seed=4), motion, period, FPS)])
-    volume = extract_volume(write_frames_folder(clip, tmp_path / "f"), start=12, window=period,
+    volume, _ = extract_volume(write_frames_folder(clip, tmp_path / "f"), start=12, window=period,
                             num_bands=12)
     assert volume.metadata["start_frame"] == "12"
     _assert_recovered(volume, motion, period, (2, 6), (1.5, 0.7))
@@ -139,7 +139,7 @@ def test_motion_resolution_scales_pixels(tmp_path):
     motion = band_motion(512, 320, FPS, period, (3,), (4.0,), seed=1)
     folder = write_frames_folder(make_clip(synthetic_still(512, 320), motion, period, FPS), tmp_path / "f")
     for width, height in ((256, 160), (128, None)):
-        volume = extract_volume(folder, window=period, num_bands=8, width=width, height=height)
+        volume, _ = extract_volume(folder, window=period, num_bands=8, width=width, height=height)
         assert (volume.width, volume.height) == (width, 80 if height is None else height)
         scale = width / 512
         magnitude = np.sqrt((np.abs(volume.complex_modes()[3]) ** 2).sum(axis=0))
@@ -152,7 +152,7 @@ def test_fps_override_sets_band_frequencies(tmp_path):
     period = 20
     folder = write_frames_folder(make_clip(synthetic_still(64, 48), band_motion(64, 48, 24, period),
                                            period, 24), tmp_path / "f")
-    volume = extract_volume(folder, window=period, num_bands=5, width=64, height=48, fps=24,
+    volume, _ = extract_volume(folder, window=period, num_bands=5, width=64, height=48, fps=24,
                             force=True)  # 2 px at 64x48 is large motion for the filter
     np.testing.assert_allclose(volume.frequencies_hz, np.arange(5) * 24 / 20)
     assert volume.fps == 24 and volume.metadata["clip_fps"] == "24.0"

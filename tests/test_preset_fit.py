@@ -82,7 +82,7 @@ def test_fitted_preset_recovers_the_known_motion(fitted, clip_folder):
 
 def test_animating_with_the_fitted_preset_gives_back_the_clips_band_energies(fitted, clip_folder):
     folder, _ = clip_folder
-    clip = measure_volume(extract_volume(folder, window=T, fps=FPS))
+    clip = measure_volume(extract_volume(folder, window=T, fps=FPS)[0])
     everything = Preset(**{**fitted.__dict__, "what_moves": "all", "stiffness": 0.0, "variation": 0.0})
     still = io.Still(synthetic_still(2 * W, 2 * H, seed=1), None, 8)
     # The animated still moves everywhere: measure all of it, over two seeds (a band's

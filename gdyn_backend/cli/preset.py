@@ -19,7 +19,7 @@ def run(args) -> int:
     if output.is_dir():
         raise UserError(f"output {output} is a folder; give a file name ending in .toml")
     base = load_preset(args.base)
-    volume = extract_volume(args.from_video, start=args.start, window=args.frames, fps=args.fps,
+    volume, _ = extract_volume(args.from_video, start=args.start, window=args.frames, fps=args.fps,
                             force=args.force, progress=Progress(terminal_bar()))
     motion = measure_volume(volume)
     name = output.stem

@@ -1,7 +1,7 @@
 """`gdyn train {vae,ldm,renderer}`: train the motion model stages or the learned renderer.
 
-Single process, or many with torchrun:
-    torchrun --nproc_per_node 8 -m gdyn_backend train ldm DATA -o RUN --vae VAE/model.safetensors
+Single process, or many with torchrun (N processes with --batch-size B train as one with N*B):
+    torchrun --standalone --nproc_per_node 8 -m gdyn_backend train ldm DATA -o RUN --vae VAE/model.safetensors
 """
 
 from __future__ import annotations
@@ -56,11 +56,17 @@ def _config(args, kind: str):
                        log_every=args.log_every, seed=args.seed, workers=args.workers, **extra)
 
 
+def _report(path: Path | None) -> None:
+    """The 'wrote' line, from the one process that wrote (rank 0 under torchrun)."""
+    if path is not None:
+        print(f"wrote {path}")
+
+
 def run_vae(args) -> int:
     from gdyn_backend.model.training import train_vae
 
     path = train_vae(_config(args, "vae"), Progress(terminal_bar()))
-    print(f"wrote {path}")
+    _report(path)
     return 0
 
 
@@ -68,7 +74,7 @@ def run_ldm(args) -> int:
     from gdyn_backend.model.training import train_ldm
 
     path = train_ldm(_config(args, "ldm"), Progress(terminal_bar()))
-    print(f"wrote {path}")
+    _report(path)
     return 0
 
 

@@ -13,23 +13,28 @@ Layout of a data folder:
 
 Every 10th frame (`stride`) of a clip is a start; the start and the following
 `window - 1` frames give trajectories (flow from the start to each frame,
-`gdyn_backend.flow`), whose K lowest temporal bands are the volume. Every file
+`gdyn_backend.flow`), whose K lowest temporal bands are the volume. A window
+the filters drop (`flow.check_motion`) gets DATA/rejected/<clip>-s<start>.json;
+a clip that cannot be read gets DATA/rejected/<clip>.json with the reason, is
+not marked done (a rerun tries it again), and the run goes on. Every file
 is written atomically, and existing ones are skipped, so an interrupted run
 resumes; `shard=(i, n)` processes only clips i, i+n, i+2n, ... of the sorted
-list so several jobs can share a collection.
+list so several jobs can share a collection, and `jobs=N` cuts N clips at a
+time in worker processes, with the same files as one process.
 """
 
 from __future__ import annotations
 
 import json
+import multiprocessing
 import re
 from collections import Counter, deque
-from dataclasses import asdict, dataclass
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
 import cv2
 import numpy as np
-import torch
 
 from gdyn_backend import spectral
 from gdyn_backend.errors import UserError
@@ -73,11 +78,18 @@ class DatasetReport:
     rejected: int = 0
     skipped: int = 0      # starts already done by an earlier run
     clips: int = 0
+    unreadable: int = 0   # clips that could not be read (DATA/rejected/<clip>.json says why)
+
+    def add(self, other: DatasetReport) -> None:
+        for field in fields(self):
+            setattr(self, field.name, getattr(self, field.name) + getattr(other, field.name))
 
 
 def find_clips(videos_dir) -> list[Path]:
     """Video files and image-sequence folders under `videos_dir`, sorted by path."""
     root = Path(videos_dir)
+    if root.is_file():
+        raise UserError(f"{root} is a file; give the folder that holds the videos (or put the clip in a folder)")
     if not root.is_dir():
         raise UserError(f"videos folder not found: {root}")
     clips = []
@@ -97,7 +109,8 @@ def clip_name(root: Path, clip: Path) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", rel)
 
 
-def _write_json_atomic(path: Path, data: dict) -> None:
+def write_json(path: Path, data: dict) -> None:
+    """Write `data` as indented JSON, atomically; makes the folder."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(data, indent=1))
@@ -124,9 +137,26 @@ def load_pair(path) -> tuple[np.ndarray, spectral.SpectralVolume]:
     return image, volume
 
 
-def _process_clip(root: Path, clip: Path, out: Path, cfg: DatasetConfig, report: DatasetReport,
-                  progress: Progress) -> float:
-    """Cut one clip into pairs; returns its frame rate."""
+def _process_clip(root: Path, clip: Path, out: Path, cfg: DatasetConfig, progress: Progress) -> DatasetReport:
+    """Cut one clip into pairs and mark it done in DATA/clips; an unreadable clip is reported
+    in DATA/rejected/<clip>.json instead (see the module docstring). Returns what was done."""
+    name = clip_name(root, clip)
+    report = DatasetReport()
+    try:
+        fps = _cut_clip(root, clip, out, cfg, report, progress)
+    except UserError as exc:
+        write_json(out / "rejected" / f"{name}.json", {"clip": clip.relative_to(root).as_posix(),
+                                                        "reason": f"cannot read the clip: {exc}"})
+        report.unreadable += 1
+        return report
+    write_json(out / "clips" / f"{name}.json", {"clip": clip.relative_to(root).as_posix(), "fps": fps})
+    report.clips += 1
+    return report
+
+
+def _cut_clip(root: Path, clip: Path, out: Path, cfg: DatasetConfig, report: DatasetReport,
+              progress: Progress) -> float:
+    """Write the pairs and rejections of every start of one clip; returns its frame rate."""
     from gdyn_backend import flow
 
     name = clip_name(root, clip)
@@ -147,17 +177,18 @@ def _process_clip(root: Path, clip: Path, out: Path, cfg: DatasetConfig, report:
             if sample.exists() or rejected.exists():
                 report.skipped += 1
                 continue
-            trajectories = flow.extract_trajectories(list(buffer), 0, cfg.window, cfg.width, cfg.height)
-            stats = flow.motion_statistics(trajectories)
-            reason = flow.check_motion(stats)
+            motion = replace(flow.measure_window(list(buffer), 0, cfg.window, cfg.width, cfg.height),
+                             start=start)  # frame numbers in reasons are the clip's
+            stats = flow.window_statistics(motion)
+            reason = flow.check_motion(stats, cfg.num_bands)
             if reason is not None:
-                _write_json_atomic(rejected, {"clip": clip.name, "start": start, "reason": reason,
-                                              **stats.as_metadata()})
+                write_json(rejected, {"clip": clip.name, "start": start, "reason": reason,
+                                      **stats.as_metadata()})
                 report.rejected += 1
                 continue
             meta = {"clip": clip.relative_to(root).as_posix(), "start_frame": str(start),
                     "flow_method": flow.FLOW_METHOD, **stats.as_metadata()}
-            volume = spectral.volume_from_trajectories(trajectories, info.fps, cfg.num_bands, "video", meta)
+            volume = spectral.volume_from_trajectories(motion.trajectories, info.fps, cfg.num_bands, "video", meta)
             image = (np.clip(buffer[0], 0, 1) * 255 + 0.5).astype(np.uint8)
             save_pair(sample, image, volume)
             report.accepted += 1
@@ -168,10 +199,18 @@ def _process_clip(root: Path, clip: Path, out: Path, cfg: DatasetConfig, report:
     return info.fps
 
 
+def _clip_job(root: Path, clip: Path, out: Path, cfg: DatasetConfig) -> DatasetReport:
+    """`_process_clip` in a worker process of `build_dataset` (one OpenCV thread: the workers share the cores)."""
+    cv2.setNumThreads(1)
+    return _process_clip(root, clip, out, cfg, Progress())
+
+
 def build_dataset(videos_dir, out_dir, cfg: DatasetConfig = DatasetConfig(), shard: tuple[int, int] = (0, 1),
-                  progress: Progress | None = None) -> DatasetReport:
+                  progress: Progress | None = None, jobs: int = 1) -> DatasetReport:
     """Cut every clip of shard (i, n) into pairs under `out_dir` (see module docstring).
 
+    jobs: clips cut at the same time, each in its own worker process (1: in
+    this process); the files are the same either way (the flow is deterministic).
     With a single shard (n = 1) the normalization statistics are computed at
     the end over all samples in `out_dir`; with several shards run
     `compute_statistics` (`gdyn dataset --stats-only`) once all are done.
@@ -180,6 +219,8 @@ def build_dataset(videos_dir, out_dir, cfg: DatasetConfig = DatasetConfig(), sha
     index, count = shard
     if not (count >= 1 and 0 <= index < count):
         raise UserError(f"--shard must be i/n with 0 <= i < n, got {index}/{count}")
+    if jobs < 1:
+        raise UserError(f"--jobs must be at least 1, got {jobs}")
     root, out = Path(videos_dir), Path(out_dir)
     clips = find_clips(root)[index::count]
     for sub in ("samples", "rejected", "clips"):
@@ -188,18 +229,38 @@ def build_dataset(videos_dir, out_dir, cfg: DatasetConfig = DatasetConfig(), sha
     progress = progress or Progress()
     report = DatasetReport()
     progress.start("dataset", len(clips))
-    for clip in clips:
-        marker = out / "clips" / f"{clip_name(root, clip)}.json"
-        if marker.exists():
+    pending = [clip for clip in clips if not (out / "clips" / f"{clip_name(root, clip)}.json").exists()]
+    progress.advance(len(clips) - len(pending))
+    if jobs == 1 or len(pending) < 2:
+        for clip in pending:
+            report.add(_process_clip(root, clip, out, cfg, progress))
             progress.advance()
-            continue
-        fps = _process_clip(root, clip, out, cfg, report, progress)
-        _write_json_atomic(marker, {"clip": clip.relative_to(root).as_posix(), "fps": fps})
-        report.clips += 1
-        progress.advance()
+    else:
+        with ProcessPoolExecutor(min(jobs, len(pending)), multiprocessing.get_context("spawn")) as pool:
+            futures = [pool.submit(_clip_job, root, clip, out, cfg) for clip in pending]
+            try:
+                for future in as_completed(futures):
+                    report.add(future.result())
+                    progress.advance()
+            except BaseException:
+                for future in futures:
+                    future.cancel()
+                raise
     if count == 1:
+        if not any((out / "samples").glob("*.safetensors")):
+            raise UserError(no_pairs_reason(out))
         compute_statistics(out)
     return report
+
+
+def no_pairs_reason(data_dir) -> str:
+    """Why DATA holds no training pairs, and what to do (one line)."""
+    rejected = len(list((Path(data_dir) / "rejected").glob("*.json")))
+    if rejected:
+        return (f"no training pairs in {data_dir}: the filters rejected all {rejected} windows or clips "
+                f"(reasons in {data_dir}/rejected/*.json); use clips of things swaying in front of a "
+                "still camera, or other --window/--stride/--bands")
+    return f"no training pairs in {data_dir}/samples; make them with `gdyn dataset VIDEOS_DIR -o {data_dir}`"
 
 
 def _check_or_write_config(out: Path, cfg: DatasetConfig) -> None:
@@ -212,13 +273,13 @@ def _check_or_write_config(out: Path, cfg: DatasetConfig) -> None:
             raise UserError(f"{out} was made with other settings ({', '.join(f'{k}={old.get(k)}' for k in differ)}); "
                             "use the same flags to resume, or a new output folder")
         return
-    _write_json_atomic(path, asdict(cfg))
+    write_json(path, asdict(cfg))
 
 
 def sample_files(data_dir) -> list[Path]:
     files = sorted((Path(data_dir) / "samples").glob("*.safetensors"))
     if not files:
-        raise UserError(f"no training pairs in {data_dir}/samples; make them with `gdyn dataset`")
+        raise UserError(no_pairs_reason(data_dir))
     return files
 
 
@@ -240,13 +301,15 @@ def compute_statistics(data_dir, progress: Progress | None = None) -> spectral.F
     config_path = Path(data_dir) / "dataset.json"
     config = json.loads(config_path.read_text()) if config_path.exists() else {}
     config["data_fps"] = rates.most_common(1)[0][0]
-    _write_json_atomic(config_path, config)
+    write_json(config_path, config)
     return normalizer
 
 
-class SpectralPairs(torch.utils.data.Dataset):
+class SpectralPairs:
     """Training pairs as tensors: image float32 [3, H, W] in [-1, 1] and the
-    normalized (eq. 4) amplitude float32 [K, 4, H, W].
+    normalized (eq. 4) amplitude float32 [K, 4, H, W]; a map-style dataset for
+    torch's DataLoader (this module imports torch only here, so the dataset
+    workers of `build_dataset` start without it).
 
     `info` describes the volumes; its fps is the most common clip frame rate
     (the model's bands are k * fps / T Hz).
@@ -265,7 +328,10 @@ class SpectralPairs(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.files)
 
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def __getitem__(self, i: int):
+        """(image [3, H, W], amplitude [K, 4, H, W]) torch tensors of pair i."""
+        import torch
+
         image, volume = load_pair(self.files[i])
         img = torch.from_numpy(image).permute(2, 0, 1).float() / 127.5 - 1.0
         return img, torch.from_numpy(self.normalizer.normalize(volume.amplitude))

@@ -1,11 +1,20 @@
 """Training loops of the two model stages: the spectral VAE and the denoiser.
 
-One process (`gdyn train ...`) or many (`torchrun --nproc_per_node N -m
-gdyn_backend train ...`): with WORLD_SIZE > 1 the process group is set up
-from the environment, each rank reads its part of the data
-(DistributedSampler) and gradients are averaged by DDP. On a CUDA GPU with
-bf16 support the forward passes run under bf16 autocast (weights and
+One process (`gdyn train ...`) or many (`torchrun --standalone
+--nproc_per_node N -m gdyn_backend train ...`): with WORLD_SIZE > 1 the
+process group is set up from the environment (NCCL on CUDA, gloo on CPU),
+each rank reads its part of every global batch (DistributedSampler's
+shuffle, split by rank) and gradients are averaged by DDP. N processes with
+`batch_size` B compute what one process with batch N*B does (tested to
+float rounding, tests/test_distributed_training.py): every random draw of a
+step is a function of (seed, step, sample index) only (`StepNoise`), the
+networks have no batch statistics (GroupNorm) and every loss is a mean over
+equal per-process batches. Only rank 0 writes the run folder. On a CUDA GPU
+with bf16 support the forward passes run under bf16 autocast (weights and
 optimizer stay float32).
+
+A rerun of the same command resumes from state.safetensors at the very
+batch and random draws the uninterrupted run would have used next.
 
 A run folder holds:
     state.safetensors   weights + AdamW state + step (resume by rerunning the command)
@@ -31,15 +40,15 @@ from contextlib import nullcontext
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
 from gdyn_backend.device import torch_device
 from gdyn_backend.errors import UserError
-from gdyn_backend.io import atomic_path
 from gdyn_backend.model.checkpoint import (MotionModel, load_model, load_training_state, save_model,
                                            save_training_state)
-from gdyn_backend.model.data import SpectralPairs
+from gdyn_backend.model.data import SpectralPairs, write_json
 from gdyn_backend.model.diffusion import DIFFUSION_CONFIGS, alphas_cumprod, q_sample, training_target
 from gdyn_backend.model.unet import UNET_CONFIGS, MotionUNet, condition_image, load_stage_one
 from gdyn_backend.model.vae import VAE_CONFIGS, SpectralVAE, vae_loss
@@ -132,22 +141,89 @@ class _Logger:
         print("train " + " ".join(f"{k}={v}" for k, v in row.items()), file=sys.stderr, flush=True)
 
 
+class StepNoise:
+    """The random draws of one training step, per sample of this process's batch.
+
+    Sample i's draws at step s come from a generator seeded by (seed, s, i),
+    i its index in the dataset, so they do not depend on which process holds
+    the sample or on how the global batch is split, and a resumed run draws
+    what the uninterrupted run would have. Each loss draws in a fixed order.
+    """
+
+    def __init__(self, seed: int, step: int, indices: torch.Tensor, device: torch.device):
+        self._generators = [torch.Generator().manual_seed(_sample_seed(seed, step, int(i))) for i in indices]
+        self.device = device
+
+    def normal(self, *shape: int) -> torch.Tensor:
+        """Standard normal draws [B, *shape]."""
+        return self._stack([torch.randn(shape, generator=g) for g in self._generators])
+
+    def uniform(self) -> torch.Tensor:
+        """One draw in [0, 1) per sample, [B]."""
+        return self._stack([torch.rand((), generator=g) for g in self._generators])
+
+    def integers(self, high: int) -> torch.Tensor:
+        """One integer in [0, high) per sample, [B] int64."""
+        return self._stack([torch.randint(high, (), generator=g) for g in self._generators])
+
+    def _stack(self, draws: list[torch.Tensor]) -> torch.Tensor:
+        return torch.stack(draws).to(self.device)
+
+
+def _sample_seed(seed: int, step: int, index: int) -> int:
+    """A 64-bit generator seed mixed from (seed, step, sample index) (numpy's SeedSequence hash)."""
+    low, high = np.random.SeedSequence((seed, step, index)).generate_state(2, np.uint32)
+    return int(high) << 32 | int(low)
+
+
+class _Indexed(torch.utils.data.Dataset):
+    """A dataset whose items carry their index first: (index, *item)."""
+
+    def __init__(self, dataset):
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, i: int):
+        return (i, *self.dataset[i])
+
+
+class _StepBatches(torch.utils.data.Sampler):
+    """This process's batches of dataset indices from step `start_step` on, without end.
+
+    Epoch e is `sampler`'s (seed, e) shuffle (a DistributedSampler: the same
+    permutation on every rank, rank r taking every world-th index from r);
+    step s is batch s mod n of epoch s div n, n = batches per epoch, so a
+    resumed run continues inside the epoch where it stopped.
+    """
+
+    def __init__(self, sampler, batch_size: int, start_step: int):
+        self.sampler, self.batch_size, self.start_step = sampler, batch_size, start_step
+
+    def __iter__(self):
+        per_epoch = max(1, len(self.sampler) // self.batch_size)
+        epoch, position = divmod(self.start_step, per_epoch)
+        while True:
+            self.sampler.set_epoch(epoch)
+            order = list(self.sampler)
+            for b in range(position, per_epoch):
+                yield order[b * self.batch_size:(b + 1) * self.batch_size]
+            epoch, position = epoch + 1, 0
+
+
 def _batches(dataset, cfg: TrainConfig, dist_info: Dist, start_step: int):
-    """Endless batches; the shuffle of epoch e is seeded by (seed, e) on every rank."""
+    """Endless (indices [B], images, volumes) of this process from `start_step` on (`_StepBatches`)."""
     from torch.utils.data import DataLoader, DistributedSampler
 
     sampler = DistributedSampler(dataset, num_replicas=dist_info.world, rank=dist_info.rank,
                                  shuffle=True, seed=cfg.seed, drop_last=len(dataset) >= dist_info.world)
     batch = min(cfg.batch_size, max(1, len(sampler)))
-    loader = DataLoader(dataset, batch_size=batch, sampler=sampler, num_workers=cfg.workers,
-                        drop_last=True, pin_memory=dist_info.device.type == "cuda",
+    loader = DataLoader(_Indexed(dataset), batch_sampler=_StepBatches(sampler, batch, start_step),
+                        num_workers=cfg.workers, pin_memory=dist_info.device.type == "cuda",
                         persistent_workers=cfg.workers > 0)
-    epoch = start_step // max(1, len(loader))
-    while True:
-        sampler.set_epoch(epoch)
-        for images, volumes in loader:
-            yield images.to(dist_info.device, non_blocking=True), volumes.to(dist_info.device, non_blocking=True)
-        epoch += 1
+    for indices, images, volumes in loader:
+        yield indices, images.to(dist_info.device, non_blocking=True), volumes.to(dist_info.device, non_blocking=True)
 
 
 def _wrap(module: torch.nn.Module, dist_info: Dist) -> torch.nn.Module:
@@ -160,8 +236,11 @@ def _wrap(module: torch.nn.Module, dist_info: Dist) -> torch.nn.Module:
 
 
 def _run(cfg: TrainConfig, dataset: SpectralPairs, module: torch.nn.Module, params, loss_fn, make_model, dist_info: Dist,
-         progress: Progress, run_config: dict) -> Path:
-    """Shared loop: resume, step, log, save. loss_fn(batch) -> dict of scalar tensors ('loss' first)."""
+         progress: Progress, run_config: dict) -> Path | None:
+    """Shared loop: resume, step, log, save; returns the model file (None on ranks other than 0).
+
+    loss_fn(model, images, volumes, noise: StepNoise) -> dict of scalar tensors ('loss' first).
+    """
     out = Path(cfg.out)
     state_path = out / "state.safetensors"
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.0)
@@ -175,9 +254,9 @@ def _run(cfg: TrainConfig, dataset: SpectralPairs, module: torch.nn.Module, para
         step, saved = load_training_state(state_path, module, optimizer)
         run_config = {**saved, "train": {**saved["train"], "steps": cfg.steps}}
     if dist_info.main:
-        out.mkdir(parents=True, exist_ok=True)
-        with atomic_path(out / "config.json") as tmp:
-            tmp.write_text(json.dumps(run_config, indent=1))
+        write_json(out / "config.json", run_config)
+    else:
+        progress = Progress()  # one progress bar: rank 0's
     wrapped = _wrap(module, dist_info)
     log = _Logger(out / "log.csv", dist_info.main)
     progress.start("training", max(cfg.steps - step, 0))
@@ -190,9 +269,9 @@ def _run(cfg: TrainConfig, dataset: SpectralPairs, module: torch.nn.Module, para
     batches = _batches(dataset, cfg, dist_info, step)
     t0, seen = time.perf_counter(), 0
     while step < cfg.steps:
-        images, volumes = next(batches)
+        indices, images, volumes = next(batches)
         with autocast(dist_info.device):
-            parts = loss_fn(wrapped, images, volumes)
+            parts = loss_fn(wrapped, images, volumes, StepNoise(cfg.seed, step, indices, dist_info.device))
         optimizer.zero_grad(set_to_none=True)
         parts["loss"].backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -202,28 +281,41 @@ def _run(cfg: TrainConfig, dataset: SpectralPairs, module: torch.nn.Module, para
         progress.advance()
         if step % cfg.log_every == 0 or step == cfg.steps:
             rate = seen / max(time.perf_counter() - t0, 1e-9)
-            log({"step": step, **{k: f"{float(v.detach()):.6f}" for k, v in parts.items()},
+            means = _all_reduce_mean(torch.stack([v.detach().float() for v in parts.values()]), dist_info)
+            log({"step": step, **{k: f"{float(v):.6f}" for k, v in zip(parts, means)},
                  "samples_per_s": f"{rate:.3f}", "lr": cfg.lr})
             t0, seen = time.perf_counter(), 0
         if step % cfg.save_every == 0 or step == cfg.steps:
             save()
     if step == 0 or not (out / "model.safetensors").exists():
         save()
-    return out / "model.safetensors"
+    _finish_distributed(dist_info)
+    return out / "model.safetensors" if dist_info.main else None
 
 
-def train_vae(cfg: TrainConfig, progress: Progress | None = None) -> Path:
-    """Train the spectral VAE on DATA's normalized band maps; returns the model file."""
+def _finish_distributed(dist_info: Dist) -> None:
+    """Wait until rank 0 has written the run folder, then leave the process group."""
+    if dist_info.world > 1:
+        import torch.distributed as dist
+
+        dist.barrier()
+        dist.destroy_process_group()
+
+
+def train_vae(cfg: TrainConfig, progress: Progress | None = None) -> Path | None:
+    """Train the spectral VAE on DATA's normalized band maps; returns the model file (None on ranks > 0)."""
     dist_info = setup_distributed()
-    torch.manual_seed(cfg.seed + dist_info.rank)
+    torch.manual_seed(cfg.seed)  # the same initial weights on every rank
     dataset = SpectralPairs(cfg.data)
     if cfg.preset not in VAE_CONFIGS:
         raise UserError(f"unknown --preset {cfg.preset!r}; choose from {sorted(VAE_CONFIGS)}")
     vae = SpectralVAE(VAE_CONFIGS[cfg.preset]).to(dist_info.device)
+    latent_shape = (vae.config.latent_channels, *vae.latent_size(dataset.info.height, dataset.info.width))
 
-    def loss_fn(model, images, volumes):
+    def loss_fn(model, images, volumes, noise: StepNoise):
         x = volumes.flatten(0, 1)                        # [B*K, 4, H, W]
-        recon, mean, logvar = model(x)
+        eps = noise.normal(volumes.shape[1], *latent_shape).flatten(0, 1)
+        recon, mean, logvar = model(x, noise=eps)
         return vae_loss(x, recon.float(), mean.float(), logvar.float())
 
     def make_model(step):
@@ -242,12 +334,12 @@ def encode_latents(vae: SpectralVAE, volumes: torch.Tensor, latent_scale: float)
     return (mean * latent_scale).reshape(b, k, *mean.shape[1:]).float()
 
 
-def train_ldm(cfg: TrainConfig, progress: Progress | None = None) -> Path:
-    """Train the denoiser (stage "frequency" or "attention"); returns the model file."""
+def train_ldm(cfg: TrainConfig, progress: Progress | None = None) -> Path | None:
+    """Train the denoiser (stage "frequency" or "attention"); returns the model file (None on ranks > 0)."""
     if cfg.stage not in STAGES:
         raise UserError(f"--stage must be one of {STAGES}, got {cfg.stage!r}")
     dist_info = setup_distributed()
-    torch.manual_seed(cfg.seed + dist_info.rank)
+    torch.manual_seed(cfg.seed)  # the same initial weights on every rank
     dataset = SpectralPairs(cfg.data)
     if cfg.stage == "frequency":
         if not cfg.vae:
@@ -293,15 +385,14 @@ def train_ldm(cfg: TrainConfig, progress: Progress | None = None) -> Path:
         std = encode_latents(vae, volumes.to(dist_info.device), 1.0).std()
         latent_scale = float(1.0 / _all_reduce_mean(std, dist_info).clamp_min(1e-6))
 
-    def loss_fn(model, images, volumes):
+    def loss_fn(model, images, volumes, noise: StepNoise):
         z0 = encode_latents(vae, volumes, latent_scale)
-        b = z0.shape[0]
-        t = torch.randint(0, diffusion.num_train_steps, (b,), device=z0.device)
-        noise = torch.randn_like(z0)
-        zt = q_sample(z0, noise, abar[t])
-        keep = (torch.rand(b, device=z0.device) >= cfg.cond_dropout).float()
+        t = noise.integers(diffusion.num_train_steps)
+        eps = noise.normal(*z0.shape[1:])
+        zt = q_sample(z0, eps, abar[t])
+        keep = (noise.uniform() >= cfg.cond_dropout).float()
         out = model(zt, t, condition_image(images, z0.shape[-2:]), keep)
-        return {"loss": F.mse_loss(out.float(), training_target(z0, noise, abar[t], diffusion.prediction))}
+        return {"loss": F.mse_loss(out.float(), training_target(z0, eps, abar[t], diffusion.prediction))}
 
     def make_model(step):
         return MotionModel(vae, base.normalizer, base.data, unet, diffusion, latent_scale, cfg.stage, step)

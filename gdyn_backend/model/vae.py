@@ -130,10 +130,18 @@ class SpectralVAE(nn.Module):
         """Map [N, 4, H, W] (normalized units) from latent [N, 4, h, w]; size = (H, W)."""
         return self.decoder(z, size)
 
-    def forward(self, x: torch.Tensor, sample: bool = True):
-        """Reconstruction [N, 4, H, W], posterior mean and logvar."""
+    def forward(self, x: torch.Tensor, sample: bool = True, noise: torch.Tensor | None = None):
+        """Reconstruction [N, 4, H, W], posterior mean and logvar.
+
+        sample: decode z = mean + noise * std (reparameterised) instead of the mean;
+        noise:  its standard normal draws [N, latent_channels, h, w] (default: fresh ones).
+        """
         mean, logvar = self.encode(x)
-        z = mean + torch.randn_like(mean) * torch.exp(0.5 * logvar) if sample else mean
+        if sample:
+            noise = torch.randn_like(mean) if noise is None else noise
+            z = mean + noise * torch.exp(0.5 * logvar)
+        else:
+            z = mean
         return self.decode(z, x.shape[-2:]), mean, logvar
 
 
