@@ -26,6 +26,7 @@ from gdyn_backend.errors import UserError
 
 MAX_IMAGE_PIXELS = 1 << 28  # about 16k x 16k; larger stills are refused
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp", ".exr"}
+PNG_BLOCK_PIXELS = 1 << 18  # pixels converted to integers at a time by `write_png`
 VIDEO_SUFFIXES = {".mp4", ".mov", ".avi", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".gif"}  # read by `open_video`
 
 
@@ -319,16 +320,24 @@ def _imwrite_atomic(path: Path, data: np.ndarray, params: tuple[int, ...] = ()) 
 
 
 def write_png(path, rgb: np.ndarray, alpha: np.ndarray | None = None, bit_depth: int = 8) -> None:
-    """Write float RGB [H, W, 3] in 0..1 (+ alpha [H, W]) as 8- or 16-bit PNG."""
+    """Write float RGB [H, W, 3] in 0..1 (+ alpha [H, W]) as 8- or 16-bit PNG.
+
+    Converted in blocks of about `PNG_BLOCK_PIXELS`, so the float temporary
+    stays small (a 3840x2160 frame would need 100 MB for it at once)."""
     top = 255.0 if bit_depth == 8 else 65535.0
     h, w = rgb.shape[:2]
-    scaled = np.empty((h, w, 3 if alpha is None else 4), np.float32)  # the one float copy, BGR(A)
-    np.multiply(rgb[:, :, ::-1], np.float32(top), out=scaled[:, :, :3])
-    if alpha is not None:
-        np.multiply(alpha, np.float32(top), out=scaled[:, :, 3])
-    np.clip(scaled, 0.0, top, out=scaled)
-    scaled += np.float32(0.5)
-    _imwrite_atomic(Path(path), scaled.astype(np.uint8 if bit_depth == 8 else np.uint16))
+    out = np.empty((h, w, 3 if alpha is None else 4), np.uint8 if bit_depth == 8 else np.uint16)  # BGR(A)
+    rows = max(1, PNG_BLOCK_PIXELS // max(w, 1))
+    for r0 in range(0, h, rows):
+        r1 = min(h, r0 + rows)
+        scaled = np.empty((r1 - r0,) + out.shape[1:], np.float32)
+        np.multiply(rgb[r0:r1, :, ::-1], np.float32(top), out=scaled[:, :, :3])
+        if alpha is not None:
+            np.multiply(alpha[r0:r1], np.float32(top), out=scaled[:, :, 3])
+        np.clip(scaled, 0.0, top, out=scaled)
+        scaled += np.float32(0.5)
+        out[r0:r1] = scaled  # truncation after +0.5: rounded
+    _imwrite_atomic(Path(path), out)
 
 
 def write_displacement_exr(path, displacement: np.ndarray) -> None:

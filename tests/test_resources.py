@@ -90,3 +90,27 @@ def test_memory_limit_is_a_setting(still, tmp_path, capsys, monkeypatch):
     assert main(["animate", str(still), "-o", str(tmp_path / "out"), "--frames", "2"]) == 0
     assert len(list((tmp_path / "out" / "frames").iterdir())) == 2
     assert not list(tmp_path.glob(".out.partial-*"))
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's allocator policy")
+def test_frame_sized_buffers_stay_in_the_heap_for_the_next_frame():
+    """After `reuse_freed_memory` (the gdyn command calls it), a 200 MB frame buffer is served from
+    the heap, not a fresh mapping, and stays there once freed, so the next frame reuses its pages
+    instead of faulting in new ones (glibc's default maps and unmaps anything above 32 MB)."""
+    import ctypes
+
+    from gdyn_backend.device import reuse_freed_memory
+
+    class MallInfo2(ctypes.Structure):
+        _fields_ = [(name, ctypes.c_size_t) for name in ("arena", "ordblks", "smblks", "hblks", "hblkhd",
+                                                          "usmblks", "fsmblks", "uordblks", "fordblks", "keepcost")]
+
+    mallinfo2 = ctypes.CDLL("libc.so.6").mallinfo2
+    mallinfo2.restype = MallInfo2
+    assert reuse_freed_memory()
+    size = 200 << 20
+    mapped_before = mallinfo2().hblkhd
+    frame = np.ones(size, np.uint8)
+    assert mallinfo2().hblkhd - mapped_before < size  # not a mapping of its own
+    del frame
+    assert mallinfo2().fordblks >= size  # freed into the heap, kept for the next frame

@@ -102,8 +102,10 @@ _STREAM_SCRIPT = _PEAK + r"""
 import json, sys, tempfile, time
 import cv2, numpy as np, torch
 from gdyn_backend import io
+from gdyn_backend.device import reuse_freed_memory
 from gdyn_backend.bench.render import ReferenceRenderer, _scene
 from gdyn_backend.sequence import full_resolution_displacement, full_resolution_weights, render_sequence
+reuse_freed_memory()  # as the gdyn command does
 torch.set_num_threads({threads}); cv2.setNumThreads({threads})
 w, h, n, reference = 3840, 2160, {frames}, {reference}
 rgb, disp, weights = _scene(w // 4, h // 4)  # motion at a quarter of the resolution

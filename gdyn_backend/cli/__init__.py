@@ -18,6 +18,7 @@ import sys
 import threading
 
 from gdyn_backend import __version__
+from gdyn_backend.device import reuse_freed_memory
 from gdyn_backend.errors import Cancelled, Stopped, UserError, os_error_message
 
 COMMANDS = ["info", "example", "bench", "extract", "serve", "animate", "simulate", "mask", "dataset", "train", "sample",
@@ -54,6 +55,7 @@ def _stop(signum, frame):
 def main(argv: list[str] | None = None) -> int:
     handle = threading.current_thread() is threading.main_thread()  # Python's rule for handlers
     previous = {signum: signal.signal(signum, _stop) for signum in STOP_SIGNALS} if handle else {}
+    reuse_freed_memory()
     try:
         args = build_parser().parse_args(argv)
         return int(args.func(args) or 0)

@@ -36,7 +36,6 @@ backward-warp fallback, and on a known stretch) are in the README.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
@@ -218,33 +217,38 @@ def stretch_samples(prepared: SplatSource, flow: torch.Tensor, holes: torch.Tens
         return None
     cb, cy, cx = cb[keep], cy[keep], cx[keep]
     t00, t10, t01, t11 = (t[keep] for t in corners)
-    eu, ev, ec = eu[keep][:, None], ev[keep][:, None], ec[keep][:, None]
     quad = torch.stack([t00, t10, t01, t11], dim=1)  # [K, 4, 2]
     low = torch.floor(quad.amin(dim=1))
-    high = quad.amax(dim=1)
-    span = math.ceil(float((high - low).amax())) + 1
-    steps = torch.arange(span, device=flow.device)
-    offsets = torch.stack(torch.meshgrid(steps, steps, indexing="xy"), dim=-1)
-    q = low[:, None, :] + offsets.reshape(1, -1, 2).to(low)  # [K, span^2, 2] candidate pixels
-    # Inverse bilinear map of each candidate, P(u, v) = q, by Newton's method.
-    u = torch.full(q.shape[:2], 0.5, dtype=q.dtype, device=q.device)
-    v = torch.full_like(u, 0.5)
-    for _ in range(NEWTON_STEPS):
-        r = t00[:, None] + eu * u[..., None] + ev * v[..., None] + ec * (u * v)[..., None] - q
-        du, dv = eu + ec * v[..., None], ev + ec * u[..., None]  # columns of the Jacobian
-        det = (du[..., 0] * dv[..., 1] - du[..., 1] * dv[..., 0]).clamp_min(1e-6)
-        u = u - (dv[..., 1] * r[..., 0] - dv[..., 0] * r[..., 1]) / det
-        v = v - (du[..., 0] * r[..., 1] - du[..., 1] * r[..., 0]) / det
-    r = t00[:, None] + eu * u[..., None] + ev * v[..., None] + ec * (u * v)[..., None] - q
-    qx, qy = q[..., 0].to(torch.int64), q[..., 1].to(torch.int64)
-    inside = ((u >= -1e-4) & (u <= 1 + 1e-4) & (v >= -1e-4) & (v <= 1 + 1e-4) & (r.abs().amax(dim=2) < 1e-3)
-              & (q[..., 0] <= high[:, None, 0]) & (q[..., 1] <= high[:, None, 1])
-              & (qx >= 0) & (qx < w) & (qy >= 0) & (qy < h))
-    inside &= holes[cb[:, None].expand_as(qx), 0, qy.clamp(0, h - 1), qx.clamp(0, w - 1)]
-    cell, cand = inside.nonzero(as_tuple=True)
+    size = (torch.floor(quad.amax(dim=1)) - low).to(torch.int64) + 1  # [K, 2] pixels of each bounding box
+    # Every pixel of every cell's bounding box, enumerated cell after cell: (cell, qx, qy), [P] each.
+    count = size[:, 0] * size[:, 1]
+    cell = torch.repeat_interleave(torch.arange(count.numel(), device=flow.device), count)
+    offset = torch.arange(cell.numel(), device=flow.device) - (torch.cumsum(count, 0) - count)[cell]
+    qx = low[cell, 0].to(torch.int64) + offset % size[cell, 0]
+    qy = low[cell, 1].to(torch.int64) + offset // size[cell, 0]
+    # Only hole pixels are solved for (most of the box is covered by the splat).
+    candidate = (qx >= 0) & (qx < w) & (qy >= 0) & (qy < h)
+    candidate &= holes[cb[cell], 0, qy.clamp(0, h - 1), qx.clamp(0, w - 1)]
+    cell, qx, qy = cell[candidate], qx[candidate], qy[candidate]
     if cell.numel() == 0:
         return None
-    u, v = u[cell, cand].clamp(0.0, 1.0)[:, None], v[cell, cand].clamp(0.0, 1.0)[:, None]
+    q = torch.stack([qx, qy], dim=1).to(flow.dtype)  # [P, 2]
+    t00, eu, ev, ec = t00[cell], eu[keep][cell], ev[keep][cell], ec[keep][cell]
+    # Inverse bilinear map of each candidate, P(u, v) = q, by Newton's method.
+    u = torch.full(q.shape[:1], 0.5, dtype=q.dtype, device=q.device)
+    v = torch.full_like(u, 0.5)
+    for _ in range(NEWTON_STEPS):
+        r = t00 + eu * u[:, None] + ev * v[:, None] + ec * (u * v)[:, None] - q
+        du, dv = eu + ec * v[:, None], ev + ec * u[:, None]  # columns of the Jacobian
+        det = (du[:, 0] * dv[:, 1] - du[:, 1] * dv[:, 0]).clamp_min(1e-6)
+        u = u - (dv[:, 1] * r[:, 0] - dv[:, 0] * r[:, 1]) / det
+        v = v - (du[:, 0] * r[:, 1] - du[:, 1] * r[:, 0]) / det
+    r = t00 + eu * u[:, None] + ev * v[:, None] + ec * (u * v)[:, None] - q
+    inside = (u >= -1e-4) & (u <= 1 + 1e-4) & (v >= -1e-4) & (v <= 1 + 1e-4) & (r.abs().amax(dim=1) < 1e-3)
+    if not bool(inside.any()):
+        return None
+    cell, qx, qy = cell[inside], qx[inside], qy[inside]
+    u, v = u[inside].clamp(0.0, 1.0)[:, None], v[inside].clamp(0.0, 1.0)[:, None]
     src = cy[cell] * w + cx[cell]
     vb = cb[cell]
     v00 = prepared.values[vb, src]
@@ -252,7 +256,7 @@ def stretch_samples(prepared: SplatSource, flow: torch.Tensor, holes: torch.Tens
     v01 = prepared.values[vb, src + w]
     v11 = prepared.values[vb, src + w + 1]
     sampled = torch.lerp(torch.lerp(v00, v10, u), torch.lerp(v01, v11, u), v)[:, :c2 - 1]  # exp(Z) src, exp(Z)
-    pixels = (vb * h + qy[cell, cand]) * w + qx[cell, cand]
+    pixels = (vb * h + qy) * w + qx
     unique, slot = torch.unique(pixels, sorted=True, return_inverse=True)
     sums = torch.zeros((unique.numel(), c2 - 1), dtype=sampled.dtype, device=sampled.device)
     sums.index_add_(0, slot, sampled)
