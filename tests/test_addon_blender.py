@@ -96,6 +96,7 @@ def animated(gdyn, finish, tmp_path_factory):
     return scene, job, image, tmp_path
 
 
+@pytest.mark.slow
 def test_animate_wires_compositor_and_renders_the_backend_frames(animated, gdyn):
     scene, job, image, tmp_path = animated
     outdir = Path(job.result["output"])
@@ -200,6 +201,7 @@ def test_failure_and_cancel_leave_the_users_scene_untouched(gdyn, finish, poll_u
     assert not (tmp_path / "outputs").exists() or not any((tmp_path / "outputs").iterdir())
 
 
+@pytest.mark.slow
 def test_dead_backend_is_reported_and_restarted(gdyn, finish, poll_until, tmp_path):
     image, motion = tiny_inputs(tmp_path, 320, 200)
     scene = fresh_scene(tmp_path, 320, 200, "dead backend")
@@ -259,6 +261,7 @@ def test_two_quick_animates_get_separate_outputs(gdyn, finish, tmp_path):
     assert len(outputs) == 2 and all(len(list((Path(o) / "frames").iterdir())) == FRAMES for o in outputs)
 
 
+@pytest.mark.slow
 def test_preset_menu_lists_the_backends_presets_and_files_keep_the_name(gdyn, wait_idle, tmp_path, monkeypatch):
     """Issue 11, item 6: a saved 'water_shimmer' stays 'water_shimmer' when a later backend offers
     one more preset (one that sorts first, so every index after it shifts)."""

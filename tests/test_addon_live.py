@@ -86,6 +86,7 @@ def live_scene(gdyn, tmp_path):  # noqa: F811
     return scene, bpy.data.images.load(str(image_file)), image_file
 
 
+@pytest.mark.slow
 def test_live_drag_follows_stand_in_events_and_bake_makes_simulate_match(gdyn, finish, poll_until, live_scene):  # noqa: F811
     scene, photo, photo_file = live_scene
     area = editor_showing(photo)
@@ -142,6 +143,7 @@ def test_live_drag_follows_stand_in_events_and_bake_makes_simulate_match(gdyn, f
     assert len(shown) >= 30 and worst <= PIXEL_TOLERANCE, (len(shown), worst)
 
 
+@pytest.mark.slow
 def test_a_press_beside_the_photo_is_left_to_the_editor(gdyn, finish, poll_until, live_scene):  # noqa: F811
     scene, photo, _ = live_scene
     area = editor_showing(photo)

@@ -51,6 +51,7 @@ def assert_render_is_the_backends_frames(scene, outdir: Path, tmp_path: Path) ->
 
 
 @pytest.mark.filterwarnings("error::DeprecationWarning:addon")  # 5.3: no compositing_node_group, no use_nodes
+@pytest.mark.slow
 def test_factory_scene_renders_the_backends_frames_and_the_change_is_one_undo_step(gdyn, finish, tmp_path):
     still, motion = tiny_inputs(tmp_path, WIDTH, HEIGHT)
     scene = factory_scene(tmp_path)
@@ -113,6 +114,7 @@ def best_render_s(scene, path: Path, tries: int = 2) -> float:
 
 
 @pytest.mark.filterwarnings("error::DeprecationWarning:addon")
+@pytest.mark.slow
 def test_a_user_compositor_keeps_its_nodes_and_stops_rendering_the_3d_scene(gdyn, finish, tmp_path):
     still, motion = tiny_inputs(tmp_path, WIDTH, HEIGHT)
     scene = factory_scene(tmp_path)
@@ -140,6 +142,7 @@ def test_a_user_compositor_keeps_its_nodes_and_stops_rendering_the_3d_scene(gdyn
     assert wired_s <= 3 * alone_s + 0.25 and scene_s >= 5 * wired_s
 
 
+@pytest.mark.slow
 def test_a_job_never_wires_into_a_file_opened_while_it_ran(gdyn, finish, poll_until, tmp_path):
     still, motion = tiny_inputs(tmp_path, 320, 200)
     scene = factory_scene(tmp_path, frames=400)

@@ -66,6 +66,7 @@ def assert_nothing_left(folder: Path) -> None:
     assert not (folder / "env").exists() and not (folder / "env.partial").exists()
 
 
+@pytest.mark.slow
 def test_a_python_that_is_not_3_11_is_refused_with_one_line(wheel, tmp_path, poll_until):
     python, version = other_python(tmp_path)
     setup = run(backend_setup.Setup(python, tmp_path / "user", wheel, log=lambda line: None), poll_until)
@@ -80,6 +81,7 @@ def test_a_python_that_is_not_3_11_is_refused_with_one_line(wheel, tmp_path, pol
     assert_nothing_left(tmp_path / "user")
 
 
+@pytest.mark.slow
 def test_cancel_halfway_leaves_no_environment(wheel, tmp_path, poll_until):
     said = []
     setup = backend_setup.Setup(python_311(), tmp_path / "user", wheel, log=said.append)
@@ -93,6 +95,7 @@ def test_cancel_halfway_leaves_no_environment(wheel, tmp_path, poll_until):
     assert any("venv" in line for line in said)  # the steps' commands reach the console
 
 
+@pytest.mark.slow
 def test_no_reachable_registry_is_one_line_and_leaves_nothing(wheel, tmp_path, poll_until, monkeypatch):
     """pip, as configured for a machine whose registry refuses connections (a closed port here)."""
     monkeypatch.setenv("PIP_CONFIG_FILE", os.devnull)  # no find-links or local indexes from pip.conf
@@ -120,6 +123,7 @@ def small_disk(tmp_path):
     subprocess.run(["umount", str(folder)], check=True)
 
 
+@pytest.mark.slow
 def test_a_full_disk_is_one_line_and_leaves_nothing(wheel, small_disk, poll_until):
     setup = run(backend_setup.Setup(python_311(), small_disk, wheel, log=lambda line: None), poll_until, 300)
     assert setup.error == (f"installing torch failed: no disk space left for the environment in {small_disk} "

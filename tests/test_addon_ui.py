@@ -107,6 +107,7 @@ def long_job(gdyn, scene, finish, poll_until, tmp_path):
     finish(job)
 
 
+@pytest.mark.slow
 def test_main_panel_draws_every_branch(gdyn, scene, tmp_path, long_job, finish):
     main = bpy.types.GDYN_PT_main
     for source, use_scene_range in [(s, r) for s in ("procedural", "motion", "model") for r in (True, False)]:
@@ -166,6 +167,7 @@ def private_folder(gdyn, monkeypatch, tmp_path, addon_zip):
     return folder
 
 
+@pytest.mark.slow
 def test_preferences_draw_every_branch(gdyn, monkeypatch, private_folder, finish, poll_until, tmp_path):
     prefs = bpy.context.preferences.addons["addon"].preferences
 
@@ -271,6 +273,7 @@ class DrivenJob:
         return driven
 
 
+@pytest.mark.slow
 def test_esc_cancels_only_over_the_jobs_editor_and_not_during_playback(gdyn, long_job, finish):
     op, context = DrivenJob(gdyn, long_job), job_context()
     assert op.modal(context, event("ESC", 100, 100)) == {"PASS_THROUGH"}  # over another editor
@@ -375,6 +378,7 @@ def test_path_properties_take_blend_relative_paths_without_warnings(gdyn, scene)
             assert scene.gdyn.bl_rna.properties[name].is_path_supports_blend_relative
 
 
+@pytest.mark.slow
 def test_switching_away_from_a_hung_backend_never_blocks(gdyn, scene, tmp_path, poll_until):
     """Issue 11 item 10: a backend that answers the handshake and then nothing else."""
     hung = stand_in_python(tmp_path / "hung", f'exec "{sys.executable}" -c "import json, sys, time; '

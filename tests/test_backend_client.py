@@ -26,6 +26,7 @@ def client():
     c.stop()
 
 
+@pytest.mark.slow
 def test_request_callbacks_run_on_the_polling_thread(client, tmp_path, poll_until):
     assert call(client, "ping")["pong"] is True
     assert client.backend["protocol"] == PROTOCOL_VERSION  # the handshake passed
@@ -49,12 +50,14 @@ def test_request_callbacks_run_on_the_polling_thread(client, tmp_path, poll_unti
     assert not client.busy
 
 
+@pytest.mark.slow
 def test_backend_error_is_one_clear_line(client, tmp_path):
     with pytest.raises(BackendError, match="image not found: .*missing.png"):
         call(client, "animate", {"image": str(tmp_path / "missing.png"), "output": str(tmp_path / "o")})
     assert not (tmp_path / "o").exists()
 
 
+@pytest.mark.slow
 def test_dead_backend_fails_pending_jobs_and_restarts_on_next_request(client, tmp_path, poll_until):
     image, motion = tiny_inputs(tmp_path, 320, 200)
     job = client.request("animate", {"image": str(image), "output": str(tmp_path / "o"),
@@ -72,6 +75,7 @@ def test_dead_backend_fails_pending_jobs_and_restarts_on_next_request(client, tm
     assert client.pid != first_pid and client.alive
 
 
+@pytest.mark.slow
 def test_cancel_from_the_client(client, tmp_path, poll_until):
     image, motion = tiny_inputs(tmp_path, 320, 200)
     job = client.request("animate", {"image": str(image), "output": str(tmp_path / "o"),
@@ -82,6 +86,7 @@ def test_cancel_from_the_client(client, tmp_path, poll_until):
     assert job.error == "cancelled" and not (tmp_path / "o").exists()
 
 
+@pytest.mark.slow
 def test_a_job_cancelled_before_the_handshake_never_reaches_the_backend(client, tmp_path):
     image, motion = tiny_inputs(tmp_path, 320, 200)
     job = client.request("animate", {"image": str(image), "output": str(tmp_path / "o"),
@@ -116,6 +121,7 @@ def test_the_addon_speaks_the_backends_protocol():
     assert PROTOCOL_VERSION == server.PROTOCOL_VERSION
 
 
+@pytest.mark.slow
 def test_a_backend_of_another_protocol_fails_every_job_with_one_line(tmp_path, poll_until):
     """A real `gdyn serve` that announces the previous protocol: nothing it is asked runs."""
     old = PROTOCOL_VERSION - 1
@@ -150,6 +156,7 @@ HUNG = ('exec "{python}" -c "import json, sys, time; m = json.loads(sys.stdin.re
         "'version': 'hung'}}}}), flush=True); time.sleep(600)\"")
 
 
+@pytest.mark.slow
 def test_a_hung_backend_blocks_nothing_and_a_cancel_stops_it(tmp_path, poll_until):
     """It answers the handshake, then nothing: the job can still be cancelled (the process is
     stopped after CANCEL_GRACE_S), and stop() returns at once."""

@@ -377,6 +377,7 @@ def data_dir(hostile, tmp_path_factory):
     return data
 
 
+@pytest.mark.slow
 def test_read_only_and_full_file_systems_get_one_line_naming_the_reason(hostile, mount_namespace, data_dir,
                                                                        tmp_path):
     root, paths = hostile
@@ -430,6 +431,7 @@ def start_long_render(image: str, motion: str, out: Path) -> tuple[subprocess.Po
 
 
 @pytest.mark.parametrize("signum, status", [(signal.SIGINT, 130), (signal.SIGTERM, 143)], ids=["SIGINT", "SIGTERM"])
+@pytest.mark.slow
 def test_interrupted_render_removes_its_partial_output(signum, status, hostile, tmp_path):
     _, paths = hostile
     out = tmp_path / "out"
@@ -441,6 +443,7 @@ def test_interrupted_render_removes_its_partial_output(signum, status, hostile, 
     assert list(tmp_path.iterdir()) == []  # neither OUTDIR nor its .out.partial-PID folder
 
 
+@pytest.mark.slow
 def test_after_kill_9_the_next_run_removes_the_dead_partial_folder(hostile, tmp_path, capsys):
     _, paths = hostile
     out = tmp_path / "out"

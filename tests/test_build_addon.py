@@ -24,6 +24,7 @@ def built(addon_zip) -> Path:
     return addon_zip
 
 
+@pytest.mark.slow
 def test_zip_holds_manifest_and_code_but_no_presets(built, tmp_path):
     with zipfile.ZipFile(built) as archive:
         names = set(archive.namelist())

@@ -22,6 +22,7 @@ def test_every_command_has_help():
         assert exc.value.code == 0
 
 
+@pytest.mark.slow
 def test_info_reports_versions_and_device():
     result = run_gdyn("info")
     assert result.returncode == 0, result.stderr

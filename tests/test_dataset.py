@@ -138,6 +138,7 @@ def _files(folder) -> dict[str, object]:
     return files
 
 
+@pytest.mark.slow
 def test_jobs_write_the_same_files_as_one_process(four_clips, tmp_path, capsys):
     """`--jobs 2`: two worker processes, one progress bar, the same files (the flow is
     deterministic and every file is written by the one clip it belongs to): byte-identical, but

@@ -166,6 +166,7 @@ def test_slow_bands_are_stiffened_to_the_mode_floor_and_respond_within_half_a_se
 
 
 @pytest.mark.parametrize("clip, start, window", [("waving_trees.mp4", 0, 150), ("candle.mp4", 0, 150)])
+@pytest.mark.slow
 def test_pokes_on_real_clips_peak_within_half_a_second_and_ring_down(shared_videos, clip, start, window):
     # Motion extracted from real footage (waving_trees: frames 0-149, 10 s at 15 fps, before the
     # person walks in at frame ~245; candle: 6 s at 25 fps). Its lowest band (0.1 / 0.17 Hz)

@@ -130,6 +130,7 @@ def test_output_must_be_safetensors(tmp_path, capsys, clip):
     assert not (tmp_path / "motion.npz").exists()
 
 
+@pytest.mark.slow
 def test_exit_status_and_single_line_from_a_real_process(tmp_path):
     """The installed entry point: status 2 and exactly one stderr line, no traceback."""
     out = tmp_path / "m.safetensors"

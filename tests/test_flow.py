@@ -81,6 +81,7 @@ def test_flow_of_one_pair_matches_known_warp(shared_stills, name):
 
 
 @pytest.mark.parametrize("container", ["png", "mp4"])
+@pytest.mark.slow
 def test_extract_recovers_known_bands_from_photo(shared_stills, tmp_path, container):
     period = 60
     motion = band_motion(W, H, FPS, period, BANDS, AMPLITUDES, seed=3)
@@ -95,6 +96,7 @@ def test_extract_recovers_known_bands_from_photo(shared_stills, tmp_path, contai
     _assert_recovered(volume, motion, period)
 
 
+@pytest.mark.slow
 def test_extract_recovers_known_bands_from_synthetic_picture(tmp_path):
     """Same as the photo test with the built-in picture, so it never skips."""
     period = 60
@@ -104,6 +106,7 @@ def test_extract_recovers_known_bands_from_synthetic_picture(tmp_path):
     _assert_recovered(volume, motion, period, (1, 4, 12), (1.5, 0.8, 0.4))
 
 
+@pytest.mark.slow
 def test_cli_default_window_150_frames_mp4(shared_stills, tmp_path):
     """`gdyn extract` with all defaults: T = 150 at 30 fps, K = 16 bands (0-3 Hz), 256x160."""
     period = 150
@@ -121,6 +124,7 @@ def test_cli_default_window_150_frames_mp4(shared_stills, tmp_path):
     _assert_recovered(volume, motion, period, (3, 7, 14), (1.8, 1.0, 0.5))
 
 
+@pytest.mark.slow
 def test_start_frame_skips_earlier_frames(tmp_path):
     """With --start 12 the first 12 frames (another picture, other motion) do not matter."""
     period = 40
@@ -133,6 +137,7 @@ def test_start_frame_skips_earlier_frames(tmp_path):
     _assert_recovered(volume, motion, period, (2, 6), (1.5, 0.7))
 
 
+@pytest.mark.slow
 def test_motion_resolution_scales_pixels(tmp_path):
     """A 512x320 clip read at 256x160 (--size) or --width 128 gives motion in those pixels."""
     period = 30
@@ -186,6 +191,7 @@ def test_filter_thresholds_scale_with_motion_resolution():
     assert "limit at 256x160" in check_motion(MotionStatistics(12.0, 0.5, 20.0, 256, 160))
 
 
+@pytest.mark.slow
 def test_camera_pan_clip_is_refused_unless_forced(tmp_path, capsys):
     period, still = 30, synthetic_still(W, H, seed=6)
     shift = np.zeros((2, H, W), np.float32)

@@ -136,6 +136,7 @@ def test_animate_uses_renderer_checkpoint(trained, tmp_path, capsys):
     assert capsys.readouterr().err.startswith("gdyn: error: ") and not (tmp_path / "x").exists()
 
 
+@pytest.mark.slow
 def test_train_renderer_command_on_a_video_folder(tmp_path, capsys):
     from synthetic import band_motion, make_clip, write_frames_folder
 

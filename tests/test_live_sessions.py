@@ -74,6 +74,7 @@ def hold_offset(step: int) -> tuple[float, float]:
     return 8.0 * s, -4.0 * s
 
 
+@pytest.mark.slow
 def test_live_session_through_serve_follows_the_hand_and_rings_down(serve, tulips):
     photo, _, (x, y) = tulips
     serve.send({"id": 1, "method": "live_open", "params": {"image": str(photo), "width": 512}})
@@ -122,6 +123,7 @@ def test_live_session_through_serve_follows_the_hand_and_rings_down(serve, tulip
     assert median <= budget
 
 
+@pytest.mark.slow
 def test_held_point_is_within_a_pixel_of_the_hand_then_released(tulips, tmp_path):
     photo, volume, (x, y) = tulips
     still = io.read_image(photo)
@@ -173,6 +175,7 @@ def test_live_steps_are_the_frames_simulate_renders_for_the_same_gesture(tmp_pat
     assert worst_rgb <= 0.5 / 255 + 1e-4  # the PNG's 8-bit rounding
 
 
+@pytest.mark.slow
 def test_live_steps_are_answered_while_a_long_job_renders(serve, tmp_path):
     image, motion = tiny_inputs(tmp_path, width=320, height=200)
     serve.send({"id": 1, "method": "animate", "params": {
@@ -197,6 +200,7 @@ def test_live_steps_are_answered_while_a_long_job_renders(serve, tmp_path):
     assert serve.until_final(1)["error"] == "cancelled"
 
 
+@pytest.mark.slow
 def test_live_requests_with_mistakes_get_one_line_errors(serve, tmp_path):
     image, motion = tiny_inputs(tmp_path)
     static = tmp_path / "static.safetensors"
@@ -248,6 +252,7 @@ def plants_and_house(shared_stills, tmp_path) -> Path:
     return tmp_path / "plants_and_house.png"
 
 
+@pytest.mark.slow
 def test_mask_is_the_priors_what_moves_map_at_the_photos_size(plants_and_house, tmp_path, serve, capsys):
     out = tmp_path / "mask.png"
     assert main(["mask", str(plants_and_house), "-o", str(out)]) == 0
@@ -273,6 +278,7 @@ def test_mask_is_the_priors_what_moves_map_at_the_photos_size(plants_and_house, 
     assert not (tmp_path / "x.png").exists() and not (tmp_path / "m.jpg").exists()
 
 
+@pytest.mark.slow
 def test_a_region_painted_black_stays_exactly_still_in_animate_simulate_and_live(plants_and_house, tmp_path):
     still = io.read_image(plants_and_house)
     mask = what_moves(still, load_preset(DEFAULT_PRESET))

@@ -100,6 +100,7 @@ def test_stage_two_starts_exactly_at_stage_one():
     assert names and len(names) < len(list(stage2.parameters()))
 
 
+@pytest.mark.slow
 def test_paper_size_configs_build():
     with torch.device("meta"):
         unet1 = MotionUNet(UNET_CONFIGS["paper"])

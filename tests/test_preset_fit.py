@@ -29,6 +29,8 @@ from gdyn_backend.preset_fit import MOVING_SHARE, measure_volume
 from gdyn_backend.presets import REFERENCE_SIZE_PX, Preset, load_preset
 from gdyn_backend.sources.procedural import sample_volume
 
+pytestmark = pytest.mark.slow  # the fitted-preset fixture alone takes ~5 s
+
 W, H, FPS, T = 256, 160, 16.0, 64
 BANDS = np.arange(1, 7)
 AMPLITUDES = np.array([1.2, 1.6, 1.0, 0.6, 0.35, 0.2])  # px at 256 wide, along the direction

@@ -57,6 +57,7 @@ def test_amplitude_matches_the_preset_at_the_reference_size():
 
 
 @pytest.mark.parametrize("name", sorted(list_presets()))
+@pytest.mark.slow
 def test_spectrum_decays_with_frequency_as_paper_fig2(name):
     still, _ = scene_still()
     preset = load_preset(name)
@@ -155,6 +156,7 @@ def test_grayscale_16bit_rgba_and_tiny_stills(tmp_path):
     assert one.amplitude.shape == (16, 4, 1, 1)
 
 
+@pytest.mark.slow
 def test_motion_resolution_never_exceeds_the_still():
     big = io.Still(cv2.resize(plant_scene()[0], (1024, 768)), None, 8)
     volume = sample_volume(big, BREEZE)
@@ -207,6 +209,7 @@ PHOTOS = ["dandelion", "leaf_on_twig", "sunflowers", "tulips_garden", "tulips_va
 
 
 @pytest.mark.parametrize("name", PHOTOS)
+@pytest.mark.slow
 def test_photos_move_plants_and_keep_background_still(shared_stills, name):
     path = shared_stills / f"{name}.jpg"
     still = io.read_image(path)

@@ -121,6 +121,7 @@ def entering_clip(with_object: bool) -> np.ndarray:
     return frames
 
 
+@pytest.mark.slow
 def test_something_entering_the_shot_is_refused_with_its_frames(tmp_path, capsys):
     clean = write_frames_folder(entering_clip(False), tmp_path / "clean")
     entering = write_frames_folder(entering_clip(True), tmp_path / "entering")
@@ -153,6 +154,7 @@ def test_start_frame_is_written_beside_the_motion_and_the_pair_animates(tmp_path
 
 
 @pytest.mark.skipif(not WAVING_TREES.is_file(), reason="../shared/data/videos is absent (not part of the project)")
+@pytest.mark.slow
 def test_waving_trees_person_walking_in_is_refused_unless_forced(tmp_path, capsys):
     """Swaying conifers (frames 0-149) pass; the window of frames 137-286, in which a person
     walks in (frames 243-258 by eye), is refused with that frame range."""

@@ -22,6 +22,7 @@ Run with `-s` to print the tables the README quotes.
 
 import cv2
 import numpy as np
+import pytest
 import torch
 from synthetic import load_still, occlusion_scene, psnr, ssim, synthetic_still, warp_forward
 
@@ -85,6 +86,7 @@ def _check(scores, mean, over_average=1.5, over_alternatives=1.0):
     assert mean["default"][0] > mean["softmax+backward-fill"][0] + over_alternatives
 
 
+@pytest.mark.slow
 def test_default_renderer_beats_baselines_on_real_photos(shared_stills):
     torch.set_num_threads(2)
     scores = [render_all(occlusion_scene(load_still(bg, W, H), load_still(fg, W, H), 12.0, seed))

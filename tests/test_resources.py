@@ -37,6 +37,7 @@ def still(tmp_path):
     return path
 
 
+@pytest.mark.slow
 def test_16k_still_is_refused_before_it_is_decoded(tmp_path):
     """A real 16384x16384 PNG (1 MB of deflated grey): the 45 GiB estimate is refused from the header,
     so the process never holds the 768 MiB of decoded pixels."""

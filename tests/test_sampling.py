@@ -93,6 +93,7 @@ def test_cfg_weight_zero_is_the_conditional_model():
     torch.testing.assert_close(cfg_eps(model.unet, z, t, img, 1.5), 2.5 * cond - 1.5 * uncond, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_loop_guidance_reduces_the_seam():
     """Eq. 5's self-guidance, same seeds with u = 0 and u = 200: the seam |F_N - F_0| + |dF_N - dF_0| drops.
 
@@ -125,6 +126,7 @@ def test_loop_guidance_reduces_the_seam():
     assert ratio < 0.9 * amp1 / amp0          # the seam shrinks much more than the motion
 
 
+@pytest.mark.slow
 def test_sample_cli_writes_a_model_volume(tmp_path, capsys):
     ckpt = save_model(random_model(), tmp_path / "model.safetensors")
     rng = np.random.default_rng(0)

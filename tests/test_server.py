@@ -17,6 +17,7 @@ from synthetic import tiny_inputs
 from gdyn_backend import io, spectral
 
 
+@pytest.mark.slow
 def test_ping_presets_info(serve):
     serve.send({"id": 1, "method": "ping", "params": {}})
     reply = serve.until_final(1)
@@ -28,6 +29,7 @@ def test_ping_presets_info(serve):
     assert serve.until_final(3)["result"]["gdyn"]
 
 
+@pytest.mark.slow
 def test_garbage_and_unknown_method_get_errors_and_server_survives(serve):
     serve.send("this is not json {")
     reply = serve.read()
@@ -44,6 +46,7 @@ def test_garbage_and_unknown_method_get_errors_and_server_survives(serve):
     assert serve.proc.poll() is None
 
 
+@pytest.mark.slow
 def test_animate_job_streams_progress_and_writes_outdir(serve, tmp_path):
     image, motion = tiny_inputs(tmp_path)
     outdir = tmp_path / "out"
@@ -70,6 +73,7 @@ def test_animate_job_streams_progress_and_writes_outdir(serve, tmp_path):
     assert "image not found" in error and not (tmp_path / "o2").exists()
 
 
+@pytest.mark.slow
 def test_cancel_mid_job_leaves_no_output_and_ping_answers_meanwhile(serve, tmp_path):
     image, motion = tiny_inputs(tmp_path, width=320, height=200)
     outdir = tmp_path / "cancelled"
@@ -96,6 +100,7 @@ def test_cancel_mid_job_leaves_no_output_and_ping_answers_meanwhile(serve, tmp_p
     assert serve.until_final(23)["result"]["cancelled"] is False  # already over
 
 
+@pytest.mark.slow
 def test_end_of_input_stops_the_server(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "gdyn_backend", "serve"],
                           input='{"id": 1, "method": "ping"}\n', capture_output=True, text=True, timeout=60)
@@ -104,6 +109,7 @@ def test_end_of_input_stops_the_server(tmp_path):
     assert "ready" in proc.stderr
 
 
+@pytest.mark.slow
 def test_simulate_job_writes_outdir_and_rejects_bad_pokes(serve, tmp_path):
     image, motion = tiny_inputs(tmp_path)
     outdir = tmp_path / "sim"
@@ -227,6 +233,7 @@ def hostile_files(tmp_path_factory):
     return root, {**paths, "out": str(root / "out")}
 
 
+@pytest.mark.slow
 def test_hostile_requests_get_one_line_each_and_the_server_keeps_serving(hostile_files, tmp_path):
     root, paths = hostile_files
     ro = tmp_path / "ro"
@@ -259,6 +266,7 @@ def test_hostile_requests_get_one_line_each_and_the_server_keeps_serving(hostile
     assert sum(1 for _, _, words in requests if words) >= 40
 
 
+@pytest.mark.slow
 def test_request_ids_of_any_json_type_are_answered(serve, tmp_path):
     image, motion = tiny_inputs(tmp_path)
     ids = [[1], {"a": 1}, "seven", 1.5, True, None, [{"deep": [1, {"x": None}]}], -3, ""]
@@ -297,6 +305,7 @@ def _rss_kib(pid: int) -> int:
 
 
 @pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="RSS read from /proc (Linux)")
+@pytest.mark.slow
 def test_a_hundred_jobs_in_a_row_do_not_grow_memory(serve, tmp_path):
     image, motion = tiny_inputs(tmp_path)
     job = {"image": str(image), "motion": str(motion), "output": str(tmp_path / "out"), "frames": 2}
@@ -314,6 +323,7 @@ def test_a_hundred_jobs_in_a_row_do_not_grow_memory(serve, tmp_path):
     assert growth < 1024, f"{growth} kB over 100 jobs"
 
 
+@pytest.mark.slow
 def test_sigterm_mid_job_removes_the_partial_output(tmp_path):
     image, motion = tiny_inputs(tmp_path)
     serve = Serve()

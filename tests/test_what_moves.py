@@ -71,6 +71,7 @@ def figures():
             for name in STILL_SCENES + PLANT_SCENES}
 
 
+@pytest.mark.slow
 def test_still_scenes_stay_still(figures):
     median = float(np.median([figures[name] for name in PLANT_SCENES]))
     for name in STILL_SCENES:
@@ -78,6 +79,7 @@ def test_still_scenes_stay_still(figures):
             f"{name}: {figures[name]:.3f} px against 0.15 x the plant median {median:.2f} px"
 
 
+@pytest.mark.slow
 def test_plant_scenes_move_as_much_as_before(figures):
     for name in PLANT_SCENES:
         assert figures[name] >= 0.9 * MAIN[name], f"{name}: {figures[name]:.3f} px, main {MAIN[name]} px"
@@ -128,6 +130,7 @@ def mixed_regions(name: str, rgb: np.ndarray) -> dict[str, np.ndarray]:
 
 
 @pytest.mark.parametrize("name", ["mountain_meadow", "forest_stream", "dune_grass", "dandelion_meadow"])
+@pytest.mark.slow
 def test_mixed_scenes_move_only_their_vegetation(shared_stills, name):
     still = io.read_image(shared_stills / f"{name}.jpg")
     regions = mixed_regions(name, still.rgb)
@@ -147,6 +150,7 @@ def rms_motion(volume: spectral.SpectralVolume) -> np.ndarray:
 
 
 @pytest.mark.parametrize("seed", SEEDS)
+@pytest.mark.slow
 def test_leaf_turns_about_its_petiole(shared_stills, seed):
     still = io.read_image(shared_stills / "leaf_on_twig.jpg")
     volume = sample_volume(still, PRESET, seed=seed)
@@ -163,6 +167,7 @@ def test_leaf_turns_about_its_petiole(shared_stills, seed):
 
 
 @pytest.mark.parametrize("seed", SEEDS)
+@pytest.mark.slow
 def test_flower_head_sways_as_one_piece(shared_stills, seed):
     volume = sample_volume(io.read_image(shared_stills / "dandelion.jpg"), PRESET, seed=seed)
     h, w = volume.height, volume.width
@@ -175,6 +180,7 @@ def test_flower_head_sways_as_one_piece(shared_stills, seed):
     assert sway > 0.5 and gradient[head].mean() * radius <= 0.35 * sway, (gradient[head].mean() * radius, sway)
 
 
+@pytest.mark.slow
 def test_what_moves_map_is_the_priors_analysis_at_the_stills_size():
     rgb, foreground = plant_scene(384, 288)
     still = io.Still(rgb, None, 8)
