@@ -110,7 +110,7 @@ torch.set_num_threads({threads}); cv2.setNumThreads({threads})
 w, h, n, reference = 3840, 2160, {frames}, {reference}
 rgb, disp, weights = _scene(w // 4, h // 4)  # motion at a quarter of the resolution
 still = io.Still(cv2.resize(rgb, (w, h)), None, 8)
-motion = [disp * np.float32(np.sin(i / 10.0)) for i in range(n)]
+motion = (disp * np.float32(np.sin(i / 10.0)) for i in range(n))  # streamed, as animate makes them
 with tempfile.TemporaryDirectory() as tmp:
     t0 = time.perf_counter()
     if reference:  # the baseline: render, then write, one frame after the other
@@ -121,7 +121,7 @@ with tempfile.TemporaryDirectory() as tmp:
             io.write_displacement_exr(f"{{tmp}}/{{i:04d}}.exr", full)
             io.write_png(f"{{tmp}}/{{i:04d}}.png", out)
     else:
-        render_sequence(still, iter(motion), weights, tmp, fps=30.0)
+        render_sequence(still, motion, weights, tmp, fps=30.0)
     seconds = time.perf_counter() - t0
 print(json.dumps({{"seconds": seconds / n, "peak": peak_mib(), "frames": n}}))
 """
