@@ -30,9 +30,10 @@ def installed_wheel(tmp_path_factory) -> Path:
 
 
 def test_wheel_holds_every_module_and_preset(installed_wheel):
-    sources = {p.relative_to(ROOT).as_posix() for p in (ROOT / "gdyn_backend").rglob("*.py")}
-    shipped = {p.relative_to(installed_wheel).as_posix() for p in (installed_wheel / "gdyn_backend").rglob("*.py")}
-    assert sources == shipped
+    for pattern in ("*.py", "*.c"):  # modules, and the native kernel's source
+        sources = {p.relative_to(ROOT).as_posix() for p in (ROOT / "gdyn_backend").rglob(pattern)}
+        shipped = {p.relative_to(installed_wheel).as_posix() for p in (installed_wheel / "gdyn_backend").rglob(pattern)}
+        assert sources == shipped and sources
     presets = sorted(p.stem for p in (installed_wheel / "gdyn_backend" / "preset_files").glob("*.toml"))
     assert presets == list_presets() and len(presets) >= 5
 

@@ -47,9 +47,11 @@ def machine_line(threads: int) -> str:
 
     import torch
 
+    from gdyn_backend.render import native
+
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
     return (f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
-            f"{threads} threads used, {gpu}; torch {torch.__version__}")
+            f"{threads} threads used, {gpu}; torch {torch.__version__}; CPU renderer: {native.status()}")
 
 
 def run_sections(only: list[str] | None, quick: bool = False, threads: int = 2) -> str:

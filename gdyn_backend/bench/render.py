@@ -5,15 +5,19 @@ the default renderer as it was before the sparse-product splat (torch
 `index_add_` per corner, channel-first; push-pull computed densely at full
 size; no stretch fill), with frames written one after the other.
 
+The default renderer is also timed on its portable path (`native_kernel=False`:
+scipy.sparse splat and torch fill, what runs where no C compiler works).
+
 Rows:
 - frames per second of the default renderer (numpy in and out, as `gdyn
-  animate` calls it) at 512x288 and 1920x1080, and of the reference, with
-  the ratio;
+  animate` calls it) at 512x288 and 1920x1080, of its portable path and of
+  the reference, with the ratios;
 - on CUDA, when present: the default renderer at 1920x1080 and 3840x2160;
 - a 3840x2160 still animated from quarter-resolution motion and written to
   PNG + EXR (`sequence.render_sequence`, frames encoded while the next
   renders), seconds per frame and peak memory, each in a fresh process,
-  against the reference rendering and writing in turn;
+  against the portable path (GDYN_NATIVE=0) and the reference rendering
+  and writing in turn;
 - a 16384x16384 still given to `animate.animate`: what happens (the refusal
   line, or the frames written) and the peak memory.
 """
@@ -29,6 +33,7 @@ import torch
 import torch.nn.functional as F
 
 from gdyn_backend.bench import best_time
+from gdyn_backend.render import native
 
 SIZES = [(512, 288), (1920, 1080)]
 
@@ -56,7 +61,7 @@ class ReferenceRenderer:
     def __init__(self, sharpness: float = 5.0, background_bias: float = 10.0):
         from gdyn_backend.render.default import DefaultRenderer
 
-        self._default = DefaultRenderer(sharpness, background_bias, device="cpu")
+        self._default = DefaultRenderer(sharpness, background_bias, device="cpu", native_kernel=False)
 
     @torch.no_grad()
     def render(self, rgb, alpha, displacement, weights):
@@ -159,8 +164,11 @@ def write_blank_png(path, width: int, height: int):
     return path
 
 
-def _subprocess(script: str) -> dict:
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+def _subprocess(script: str, env: dict | None = None) -> dict:
+    import os
+
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True,
+                          env={**os.environ, **(env or {})})
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
@@ -169,11 +177,15 @@ def run(table, quick: bool) -> None:
 
     threads = torch.get_num_threads()
     default, reference = DefaultRenderer(device="cpu"), ReferenceRenderer()
+    portable = DefaultRenderer(device="cpu", native_kernel=False)
     for (width, height), target in zip(SIZES[:1] if quick else SIZES, ("150 fps", "15 fps")):
         repeats = 2 if quick else 10
         fps, base = _fps(default, width, height, repeats), _fps(reference, width, height, repeats)
+        plain = _fps(portable, width, height, repeats)
         table.add("render", f"default renderer {width}x{height} CPU", f"{fps:.1f} fps",
-                  f"{threads} threads; reference (before) {base:.1f} fps: {fps / base:.2f}x; target {target}")
+                  f"{threads} threads; {native.status().split(' (')[0]}; portable path (scipy.sparse + torch) "
+                  f"{plain:.1f} fps: {fps / plain:.2f}x; reference (before) {base:.1f} fps: {fps / base:.2f}x; "
+                  f"target {target}")
     if torch.cuda.is_available():
         gpu = DefaultRenderer(device="cuda")
         for width, height in ((1920, 1080), (3840, 2160)):
@@ -183,8 +195,12 @@ def run(table, quick: bool) -> None:
     frames = 2 if quick else 60
     new = _subprocess(_STREAM_SCRIPT.format(threads=threads, frames=frames, reference=False))
     old = _subprocess(_STREAM_SCRIPT.format(threads=threads, frames=min(frames, 10), reference=True))
+    plain = _subprocess(_STREAM_SCRIPT.format(threads=threads, frames=min(frames, 10), reference=False),
+                        {"GDYN_NATIVE": "0"})
     table.add("render", f"3840x2160 still, {new['frames']} frames rendered + written (PNG + EXR)",
               f"{new['seconds']:.2f} s/frame, peak {new['peak']:.0f} MiB",
+              f"portable path ({plain['frames']} frames): {plain['seconds']:.2f} s/frame "
+              f"({plain['seconds'] / new['seconds']:.2f}x), peak {plain['peak']:.0f} MiB; "
               f"reference rendering then writing ({old['frames']} frames): {old['seconds']:.2f} s/frame "
               f"({old['seconds'] / new['seconds']:.2f}x), peak {old['peak']:.0f} MiB; "
               "target <= 0.8 s/frame, < 2048 MiB")

@@ -26,8 +26,10 @@ def describe_device() -> dict[str, str]:
         device = "mps"
     else:
         device = "cpu"
+    from gdyn_backend.render import native
+
     return {"device": device, "torch threads": str(torch.get_num_threads()),
-            "cpu cores": str(os.cpu_count())}
+            "cpu cores": str(os.cpu_count()), "cpu renderer": native.status()}
 
 
 def collect() -> dict[str, str]:

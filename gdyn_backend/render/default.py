@@ -25,8 +25,11 @@ import numpy as np
 import torch
 
 from gdyn_backend.device import torch_device
-from gdyn_backend.render.holes import HoleSamples, confidence_from_coverage, push_pull_fill, stretch_samples
-from gdyn_backend.render.splat import SplatSource, prepare_splat, splat_prepared
+from gdyn_backend.render import native
+from gdyn_backend.render.holes import (FULL_COVERAGE, HoleSamples, confidence_from_coverage, fill_from_feed,
+                                       push_pull_fill, stretch_samples)
+from gdyn_backend.render.splat import (BORDER, NATIVE_PARALLEL_PIXELS, SplatSource, accumulate_native, prepare_splat,
+                                       splat_prepared)
 
 
 def importance_from_weights(weights: np.ndarray, sharpness: float) -> np.ndarray:
@@ -52,6 +55,8 @@ def splat_and_fill(prepared: SplatSource, flow: torch.Tensor, background_bias: f
     exp(-background_bias), static background with weight 1. inplace: reuse the
     splat's buffer (no autograd).
     """
+    if inplace and prepared.packed is not None and not flow.requires_grad:
+        return _splat_and_fill_native(prepared, flow, background_bias)
     warped, coverage = splat_prepared(prepared, flow)
     confidence = confidence_from_coverage(coverage)
     stretched = stretch_samples(prepared, flow, confidence < 1.0)
@@ -59,6 +64,39 @@ def splat_and_fill(prepared: SplatSource, flow: torch.Tensor, background_bias: f
         stretched = HoleSamples(stretched.pixels, stretched.values[:, :-1])
     background = torch.exp(-background_bias * warped[:, -1:].clamp_min(0.0))
     return push_pull_fill(warped[:, :-1], confidence, background, stretched, inplace)
+
+
+def _splat_and_fill_native(prepared: SplatSource, flow: torch.Tensor, background_bias: float) -> torch.Tensor:
+    """`splat_and_fill` (inplace) with the native kernel: the same steps; the splat's division,
+    the confidence, the fill's feed and its first pull step made in one pass over the sums
+    (`gdyn_normalize`), on several threads."""
+    kernel = native.kernel()
+    b, _, h, w = flow.shape
+    c2 = prepared.values.shape[2]
+    colours = c2 - 3
+    pw, ph = w + 2 * BORDER + 1, h + 2 * BORDER + 1
+    flow = flow.to(prepared.values.dtype)
+    sums = accumulate_native(prepared, flow, ph * pw)  # [B, cells, 8]
+    half_h, half_w = (h + 1) // 2, (w + 1) // 2
+    threads = max(1, min(torch.get_num_threads(), half_h)) if b * h * w >= NATIVE_PARALLEL_PIXELS else 1
+    edges = np.linspace(0, half_h, threads + 1).astype(np.int64)
+    first_level, starved = [], 0
+    for item in range(b):
+        half, half_alpha = np.empty((half_h, half_w, colours), np.float32), np.empty((half_h, half_w), np.float32)
+        address = sums[item].numpy().ctypes.data
+        starved += sum(native.run_parallel(
+            [lambda h0=h0, h1=h1: kernel.gdyn_normalize(address, h, w, colours, FULL_COVERAGE, background_bias,
+                                                        int(h0), int(h1), half.ctypes.data, half_alpha.ctypes.data)
+             for h0, h1 in zip(edges[:-1], edges[1:])], threads))
+        first_level.append((half, half_alpha))
+    planes = sums.view(b, ph, pw, -1)[:, BORDER:h + BORDER, BORDER:w + BORDER].permute(0, 3, 1, 2)
+    image, confidence, feed = planes[:, :colours], planes[:, c2 - 2:c2 - 1], planes[:, c2 - 1:c2]
+    if starved == 0:
+        return image
+    stretched = stretch_samples(prepared, flow, confidence < 1.0)
+    if stretched is not None:
+        stretched = HoleSamples(stretched.pixels, stretched.values[:, :-1])
+    return fill_from_feed(image, confidence, feed, stretched, inplace=True, first_level=first_level)
 
 
 def render_batch(source: torch.Tensor, flow: torch.Tensor, importance: torch.Tensor,
@@ -79,13 +117,16 @@ class DefaultRenderer:
     background_bias: how strongly hole filling prefers background: a pixel
                      feeds the fill with weight exp(-background_bias * Z / sharpness).
     device:          torch device ("cpu", "cuda", ...); default CUDA when present.
+    native_kernel:   on the CPU, use the native kernel where it is built (`native.py`);
+                     False runs the portable path (the same frames to float rounding).
     """
 
     def __init__(self, sharpness: float = 5.0, background_bias: float = 10.0,
-                 device: str | torch.device | None = None):
+                 device: str | torch.device | None = None, native_kernel: bool = True):
         self.sharpness = float(sharpness)
         self.background_bias = float(background_bias)
         self.device = torch_device(device)
+        self.native_kernel = native_kernel
         self._inputs: tuple = ()
         self._prepared = None
         self._has_alpha = False
@@ -104,7 +145,7 @@ class DefaultRenderer:
         planes.append(z[None] / np.float32(max(self.sharpness, 1e-6)))
         source = np.concatenate(planes, axis=0).astype(np.float32)
         self._prepared = prepare_splat(torch.from_numpy(source).to(self.device)[None],
-                                       torch.from_numpy(z).to(self.device)[None, None])
+                                       torch.from_numpy(z).to(self.device)[None, None], self.native_kernel)
         self._has_alpha = alpha is not None
         self._inputs = (rgb, alpha, weights)
 

@@ -38,9 +38,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
+from gdyn_backend.render import native
 from gdyn_backend.render.splat import SplatSource
 
 STRETCH_MIN = 1.25  # px: a cell whose target edges are all shorter is covered by the splat itself
@@ -49,7 +51,10 @@ NEWTON_STEPS = 6  # inverse bilinear map: Newton iterations from the cell's cent
 BLOCK = 8  # px: hole blocks tested before any cell is rasterized (a cell spans at most 2 * TEAR px)
 
 
-def confidence_from_coverage(coverage: torch.Tensor, full: float = 0.5) -> torch.Tensor:
+FULL_COVERAGE = 0.5  # summed bilinear weight from which a splatted pixel is fully trusted
+
+
+def confidence_from_coverage(coverage: torch.Tensor, full: float = FULL_COVERAGE) -> torch.Tensor:
     """Trust in a splatted pixel, [B, 1, H, W] in 0..1: coverage / `full`, clamped.
 
     Splatted colours are normalised, so a pixel with half the usual coverage
@@ -109,6 +114,50 @@ def _coarse_fill(image: torch.Tensor, feed: torch.Tensor) -> torch.Tensor:
     return filled
 
 
+def _pull_push_native(colour: np.ndarray, alpha: np.ndarray) -> torch.Tensor:
+    """`_coarse_fill` from its first level on, with the native kernel: colour [h, w, C] and alpha [h, w]
+    (float32, contiguous) of the first pull step -> the filled level [1, C, h, w], channel-last in memory."""
+    kernel = native.kernel()
+    channels, levels = colour.shape[2], [(colour, alpha)]
+    while levels[-1][1].size > 1 and not bool((levels[-1][1] > 0).all()):
+        colour, alpha = levels[-1]
+        (h, w), half = alpha.shape, ((alpha.shape[0] + 1) // 2, (alpha.shape[1] + 1) // 2)
+        out, out_alpha = np.empty(half + (channels,), np.float32), np.empty(half, np.float32)
+        kernel.gdyn_halve(colour.ctypes.data, w * channels, channels, alpha.ctypes.data, w, 1, h, w, channels,
+                          out.ctypes.data, out_alpha.ctypes.data)
+        levels.append((out, out_alpha))
+    filled = levels[-1][0]
+    for colour, alpha in reversed(levels[:-1]):
+        h, w = alpha.shape
+        out = np.empty_like(colour)
+        kernel.gdyn_push(filled.ctypes.data, filled.shape[0], filled.shape[1], colour.ctypes.data, w * channels,
+                         channels, alpha.ctypes.data, w, 1, h, w, channels, out.ctypes.data)
+        filled = out
+    return torch.from_numpy(filled)[None].permute(0, 3, 1, 2)
+
+
+def _coarse_fill_native(image: torch.Tensor, feed: torch.Tensor) -> torch.Tensor:
+    """`_coarse_fill` with the native kernel (CPU float32, no autograd; the same to float rounding).
+
+    image [B, C, H, W] and feed [B, 1, H, W] in any strides (read where they
+    lie when channels are adjacent); returns [B, C, ceil(H/2), ceil(W/2)].
+    """
+    kernel = native.kernel()
+    b, c, h, w = image.shape
+    half = ((h + 1) // 2, (w + 1) // 2)
+    filled = []
+    for item in range(b):
+        channels_last = image[item].permute(1, 2, 0)
+        colour = (channels_last if image.stride(1) == 1 else channels_last.contiguous()).numpy()
+        alpha = feed[item, 0].numpy()
+        out, out_alpha = np.empty(half + (c,), np.float32), np.empty(half, np.float32)
+        kernel.gdyn_halve(colour.ctypes.data, colour.strides[0] // 4, colour.strides[1] // 4, alpha.ctypes.data,
+                          alpha.strides[0] // 4, alpha.strides[1] // 4, h, w, c, out.ctypes.data,
+                          out_alpha.ctypes.data)
+        filled.append(_pull_push_native(out, out_alpha))
+    return torch.cat(filled)
+
+
 def _upsampled_at(half: torch.Tensor, batch: torch.Tensor, y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     """`half` [B, C, h, w] bilinearly upsampled 2x (as F.interpolate, align_corners=False), read only
     at full-size pixels (batch, y, x) [K]: [K, C]."""
@@ -140,10 +189,30 @@ def push_pull_fill(image: torch.Tensor, confidence: torch.Tensor, source_weight:
     pixel feeds the fill (no pixel at 0), `image` is returned unchanged.
     """
     feed = confidence if source_weight is None else confidence * source_weight
-    if bool((feed > 0).all()):
-        return image
+    return fill_from_feed(image, confidence, feed, samples, inplace)
+
+
+def fill_from_feed(image: torch.Tensor, confidence: torch.Tensor, feed: torch.Tensor,
+                   samples: HoleSamples | None = None, inplace: bool = False,
+                   first_level: list | None = None) -> torch.Tensor:
+    """`push_pull_fill` given its feed [B, 1, H, W] = confidence * source_weight (same arguments otherwise).
+
+    The coarse levels run in the native kernel on the CPU without autograd
+    where it is built. first_level: that kernel's first pull step, already
+    made by the caller (per image: colour [ceil(H/2), ceil(W/2), C] and alpha
+    [ceil(H/2), ceil(W/2)], float32 arrays), who has also checked that some
+    feed is 0.
+    """
     h, w = image.shape[-2:]
-    half = _coarse_fill(image, feed)
+    if first_level is not None:
+        half = torch.cat([_pull_push_native(colour, alpha) for colour, alpha in first_level])
+    else:
+        if bool((feed > 0).all()):
+            return image
+        native_fill = (image.device.type == "cpu" and image.dtype == torch.float32 and feed.dtype == torch.float32
+                       and not (torch.is_grad_enabled() and (image.requires_grad or feed.requires_grad))
+                       and native.kernel() is not None)
+        half = (_coarse_fill_native if native_fill else _coarse_fill)(image, feed)
     batch, _, y, x = (confidence < 1.0).nonzero(as_tuple=True)  # ascending flat order
     fill = _upsampled_at(half, batch, y, x)  # [K, C]
     if samples is not None and samples.pixels.numel():

@@ -14,28 +14,37 @@ mass reached q: about 1 where the image is covered, 0 in holes
 
 The sums are one sparse matrix product: S [output pixels, source pixels]
 holds the four bilinear weights of each source pixel (a column), and
-S @ V accumulates V [source pixels, C+2] = (exp(Z) source, exp(Z), 1). On
-the CPU without autograd, scipy.sparse multiplies it (a CSC product: one
-tight loop over the 4 entries of each column, GIL released), several times
-faster than torch's `index_add_`; on CUDA, and wherever gradients are
-needed (the learned renderer trains through this), torch `index_add_`
-accumulates the same sums. Both read the same corner indices and weights.
+S @ V accumulates V [source pixels, C+2] = (exp(Z) source, exp(Z), 1).
+Three ways compute the same sums:
+
+- on the CPU without autograd, the native kernel (`splat_kernel.c`, built
+  on first use by `native.py`): one pass over the sources, the 8 channels
+  of V (padded) in SIMD lanes, bands of rows on several threads;
+- the same where no C compiler works: scipy.sparse multiplies S @ V (a CSC
+  product: one loop over the 4 entries of each column, GIL released);
+- on CUDA, and wherever gradients are needed (the learned renderer trains
+  through this), torch `index_add_`.
 """
 
 from __future__ import annotations
 
+import ctypes
 from collections import deque
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
+from gdyn_backend.render import native
+
 # exp(Z - max Z) is clamped at exp(-IMPORTANCE_RANGE) so that float32 never
 # underflows to exactly 0 for a pixel that has coverage.
 IMPORTANCE_RANGE = 60.0
 CHUNK_PIXELS = 1 << 20  # source pixels whose corners are computed per pass (bounds temporaries)
-PARALLEL_PIXELS = 1 << 19  # frames from this size up are multiplied on several threads
+PARALLEL_PIXELS = 1 << 19  # frames from this size up are multiplied by scipy on several threads
+NATIVE_PARALLEL_PIXELS = 1 << 16  # ... and splatted by the native kernel on several threads
 BORDER = 2  # output border, in pixels, that catches everything landing outside (3 on the far sides)
+PACKED_CHANNELS = 8  # V's channels as the native kernel reads them (C+2 <= 8: RGB, alpha, Z, exp(Z), 1)
 
 
 @dataclass
@@ -44,21 +53,28 @@ class SplatSource:
 
     values: [B, H*W, C+2] channel-last: exp(Z)*source (C), exp(Z), 1; with
             Z shifted by its per-image maximum (numerically stable).
+    packed: [B, H*W, 8] contiguous, `values` zero-padded to 8 channels, for the
+            native kernel (then `values` is a view of it); None where the
+            kernel does not apply (GPU, autograd, float64, more channels, no compiler).
     """
 
     values: torch.Tensor
     height: int
     width: int
+    packed: torch.Tensor | None = None
 
     @property
     def channels(self) -> int:
         return self.values.shape[2] - 2
 
 
-def prepare_splat(source: torch.Tensor, importance: torch.Tensor | None) -> SplatSource:
+def prepare_splat(source: torch.Tensor, importance: torch.Tensor | None, native_kernel: bool = True,
+                  ) -> SplatSource:
     """Precompute the flow-independent part of `softmax_splat` (reuse across frames).
 
     source [B, C, H, W]; importance [B, 1, H, W] logits or None (all equal).
+    native_kernel: pack the source for the native kernel where it applies (False:
+    the portable path, scipy.sparse and torch, as where no compiler works).
     """
     if source.dim() != 4:
         raise ValueError(f"source must be [B, C, H, W], got {tuple(source.shape)}")
@@ -73,6 +89,11 @@ def prepare_splat(source: torch.Tensor, importance: torch.Tensor | None) -> Spla
         z = importance.to(source.dtype).reshape(b, h * w, 1)
         soft = torch.exp((z - z.amax(dim=1, keepdim=True)).clamp_min(-IMPORTANCE_RANGE))
         values = torch.cat([channels_last * soft, soft, ones], dim=2)
+    if (native_kernel and values.device.type == "cpu" and values.dtype == torch.float32 and not values.requires_grad
+            and c + 2 <= PACKED_CHANNELS and native.kernel() is not None):
+        packed = torch.zeros((b, h * w, PACKED_CHANNELS), dtype=values.dtype)
+        packed[:, :, :c + 2] = values
+        return SplatSource(packed[:, :, :c + 2], h, w, packed)
     return SplatSource(values, h, w)
 
 
@@ -165,6 +186,52 @@ def _accumulate_scipy(prepared: SplatSource, flow: torch.Tensor, cells: int) -> 
     return torch.from_numpy(acc).view(b, cells, c2)
 
 
+def accumulate_native(prepared: SplatSource, flow: torch.Tensor, cells: int) -> torch.Tensor:
+    """S @ V with the native kernel: [B, cells, 8] (the packed channels), written in place.
+
+    Each image's source rows are cut into 2 x `torch.get_num_threads()` bands,
+    run in two phases (even bands, then odd ones), each phase on up to that
+    many threads (ctypes releases the GIL). Bands of one phase reach disjoint
+    output rows (checked first; where a motion is so tall that they do not,
+    the bands run one after the other), so every band adds straight into the
+    output with no buffer and no lock, and the order of the additions into
+    any output cell does not depend on timing.
+    """
+    kernel = native.kernel()
+    b, n, channels = prepared.packed.shape
+    h, w = prepared.height, prepared.width
+    pw = w + 2 * BORDER + 1
+    acc = np.empty((b, cells // pw, pw, channels), np.float32)
+    threads = max(1, torch.get_num_threads()) if b * n >= NATIVE_PARALLEL_PIXELS else 1
+    flow = flow.contiguous()
+    edges = np.linspace(0, h, min(h, 2 * threads) + 1).astype(np.int64)
+    bands = list(zip(edges[:-1], edges[1:]))
+
+    rows_per_part = -(-acc.shape[1] // threads)
+    for item in range(b):
+        out = acc[item]
+        native.run_parallel([lambda r0=r0: ctypes.memset(out[r0:r0 + rows_per_part].ctypes.data, 0,
+                                                         out[r0:r0 + rows_per_part].nbytes)
+                             for r0 in range(0, out.shape[0], rows_per_part)], threads)
+        fx, fy = flow[item, 0].numpy(), flow[item, 1].numpy()
+        values = prepared.packed[item].numpy()
+
+        def splat_rows(r0: int, r1: int) -> None:
+            kernel.gdyn_splat_band(fx.ctypes.data, fy.ctypes.data, values.ctypes.data, h, w, int(r0), int(r1),
+                                   out.ctypes.data, 0, out.shape[0])
+
+        reach = np.empty((len(bands), 2), np.int64)
+        for i, (r0, r1) in enumerate(bands):
+            kernel.gdyn_band_rows(fy.ctypes.data, h, w, int(r0), int(r1), reach[i].ctypes.data)
+        disjoint = all(reach[i, 1] <= reach[i + 2, 0] for i in range(len(bands) - 2))
+        if threads == 1 or not disjoint:
+            splat_rows(0, h)
+            continue
+        for phase in (0, 1):
+            native.run_parallel([lambda r0=r0, r1=r1: splat_rows(r0, r1) for r0, r1 in bands[phase::2]], threads)
+    return torch.from_numpy(acc).view(b, cells, channels)
+
+
 def _accumulate_torch(prepared: SplatSource, flow: torch.Tensor, cells: int) -> torch.Tensor:
     """The same sums with torch `index_add_` (any device, differentiable): [B, cells, C+2].
 
@@ -193,8 +260,9 @@ def splat_prepared(prepared: SplatSource, flow: torch.Tensor,
                    sparse: bool | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """`softmax_splat` of a prepared source by `flow` [B, 2, H, W] (pixels).
 
-    sparse: True sums with scipy.sparse (CPU only, no autograd), False with torch
-    index_add_; None (default) uses scipy on the CPU when no gradient is needed.
+    sparse: True sums on the CPU without autograd (the native kernel where the
+    source is packed for it, else scipy.sparse), False with torch index_add_;
+    None (default) chooses True on the CPU when no gradient is needed.
     """
     values, h, w = prepared.values, prepared.height, prepared.width
     b, _, c2 = values.shape
@@ -205,9 +273,12 @@ def splat_prepared(prepared: SplatSource, flow: torch.Tensor,
     if sparse is None:
         needs_grad = torch.is_grad_enabled() and (values.requires_grad or flow.requires_grad)
         sparse = values.device.type == "cpu" and values.dtype in (torch.float32, torch.float64) and not needs_grad
-    acc = (_accumulate_scipy if sparse else _accumulate_torch)(prepared, flow, ph * pw)
-    # [B, C+2, H, W], a view (channel-last in memory after scipy)
-    acc = acc.view(b, ph, pw, c2)[:, BORDER:h + BORDER, BORDER:w + BORDER].permute(0, 3, 1, 2)
+    if sparse and prepared.packed is not None and not flow.requires_grad:
+        acc = accumulate_native(prepared, flow, ph * pw)
+    else:
+        acc = (_accumulate_scipy if sparse else _accumulate_torch)(prepared, flow, ph * pw)
+    # [B, C+2, H, W], a view (channel-last in memory on the CPU)
+    acc = acc.view(b, ph, pw, -1)[:, BORDER:h + BORDER, BORDER:w + BORDER, :c2].permute(0, 3, 1, 2)
     c = c2 - 2
     numerator, denominator, coverage = acc[:, :c], acc[:, c:c + 1], acc[:, c + 1:]
     # Where nothing landed both sums are exactly 0, so the quotient is 0 there.

@@ -1,0 +1,138 @@
+"""The native CPU splat kernel (`splat_kernel.c`): built on first use, cached, optional.
+
+gdyn ships the kernel's C source (package data), not a compiled library, so
+the wheel stays one file for every platform. The first process that splats
+on the CPU compiles it with the machine's C compiler (`$CC`, else `cc`,
+`gcc` or `clang`; about a second) into the user cache folder, keyed by the
+source, the compiler and the machine, and loads it with ctypes; later
+processes load the cached library. Where no compiler works (most Windows
+machines, a Mac without the command-line tools), `kernel()` returns None and
+the splat sums with scipy.sparse: the same result, 2-4x slower (README,
+"Performance"). `GDYN_NATIVE=0` turns the kernel off; `status()` says which
+path runs (`gdyn info`, `gdyn bench`).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+from importlib import resources
+from pathlib import Path
+
+SOURCE = "splat_kernel.c"
+COMPILE_SECONDS = 120  # a compiler that takes longer is treated as broken
+_lock = threading.Lock()
+_state: dict = {}  # "kernel": the loaded library or None; "status": one line
+
+
+def cache_dir() -> Path:
+    """Where built kernels live: $GDYN_CACHE_DIR, else $XDG_CACHE_HOME/gdyn, else ~/.cache/gdyn."""
+    if os.environ.get("GDYN_CACHE_DIR"):
+        return Path(os.environ["GDYN_CACHE_DIR"])
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "gdyn"
+
+
+def _compiler() -> str | None:
+    for name in (os.environ.get("CC"), "cc", "gcc", "clang"):
+        if name and shutil.which(name):
+            return shutil.which(name)
+    return None
+
+
+def _build(source: bytes) -> tuple[ctypes.CDLL | None, str]:
+    """Compile (or find in the cache) and load the kernel: (library or None, status line)."""
+    compiler = _compiler()
+    if compiler is None:
+        return None, "portable (no C compiler found: set CC, or install gcc or clang, for the native kernel)"
+    try:
+        version = subprocess.run([compiler, "--version"], capture_output=True, text=True,
+                                 timeout=COMPILE_SECONDS).stdout.splitlines()[:1]
+    except (OSError, subprocess.SubprocessError) as exc:
+        return None, f"portable (the C compiler {compiler} does not run: {exc})"
+    flags = ["-O3", "-std=c11", "-shared", "-fPIC"]
+    key = hashlib.sha256(b"\0".join([source, compiler.encode(), "".join(version).encode(), " ".join(flags).encode(),
+                                     platform.machine().encode(), sys.platform.encode()])).hexdigest()[:16]
+    suffix = ".dll" if sys.platform == "win32" else ".so"
+    library = cache_dir() / f"splat_kernel-{key}{suffix}"
+    if not library.exists():
+        try:
+            library.parent.mkdir(parents=True, exist_ok=True)
+            with tempfile.TemporaryDirectory(dir=library.parent) as work:
+                c_file, built = Path(work) / SOURCE, Path(work) / f"kernel{suffix}"
+                c_file.write_bytes(source)
+                done = subprocess.run([compiler, *flags, "-o", str(built), str(c_file), "-lm"],
+                                      capture_output=True, text=True, timeout=COMPILE_SECONDS)
+                if done.returncode != 0:
+                    first = (done.stderr.strip().splitlines() or ["no message"])[0]
+                    return None, f"portable (the native kernel did not compile with {compiler}: {first})"
+                os.replace(built, library)  # whole or nothing, even with several processes building at once
+        except (OSError, subprocess.SubprocessError) as exc:
+            return None, f"portable (could not build the native kernel in {library.parent}: {exc})"
+    try:
+        kernel = ctypes.CDLL(str(library))
+    except OSError as exc:
+        return None, f"portable (could not load {library}: {exc})"
+    pointer, size = ctypes.c_void_p, ctypes.c_int64
+    kernel.gdyn_band_rows.argtypes = [pointer, size, size, size, size, pointer]
+    kernel.gdyn_band_rows.restype = None
+    kernel.gdyn_splat_band.argtypes = [pointer, pointer, pointer, size, size, size, size, pointer, size, size]
+    kernel.gdyn_splat_band.restype = size
+    kernel.gdyn_halve.argtypes = [pointer, size, size, pointer, size, size, size, size, size, pointer, pointer]
+    kernel.gdyn_halve.restype = None
+    kernel.gdyn_push.argtypes = [pointer, size, size, pointer, size, size, pointer, size, size, size, size, size,
+                                 pointer]
+    kernel.gdyn_push.restype = None
+    kernel.gdyn_normalize.argtypes = [pointer, size, size, size, ctypes.c_float, ctypes.c_float, size, size,
+                                      pointer, pointer]
+    kernel.gdyn_normalize.restype = size
+    return kernel, f"native kernel ({Path(compiler).name}, {library})"
+
+
+def kernel() -> ctypes.CDLL | None:
+    """The loaded kernel library, or None (then the splat uses scipy.sparse); built once per process."""
+    with _lock:
+        if "status" not in _state:
+            if os.environ.get("GDYN_NATIVE", "1") == "0":
+                _state.update(kernel=None, status="portable (native kernel turned off by GDYN_NATIVE=0)")
+            else:
+                source = resources.files("gdyn_backend.render").joinpath(SOURCE).read_bytes()
+                library, line = _build(source)
+                _state.update(kernel=library, status=line)
+        return _state["kernel"]
+
+
+def status() -> str:
+    """One line: which CPU splat path runs, and why."""
+    kernel()
+    return _state["status"]
+
+
+def run_parallel(calls: list, threads: int) -> list:
+    """Run `calls` (no-argument functions that call into the kernel) on up to `threads` threads of
+    one process-wide pool (ctypes releases the GIL); their results in order."""
+    if threads <= 1 or len(calls) <= 1:
+        return [call() for call in calls]
+    with _lock:
+        pool = _state.get("pool")
+        if pool is None or pool._max_workers < threads:
+            from concurrent.futures import ThreadPoolExecutor
+
+            pool = _state["pool"] = ThreadPoolExecutor(threads, thread_name_prefix="gdyn-native")
+    return [future.result() for future in [pool.submit(call) for call in calls]]
+
+
+def reset() -> None:
+    """Forget the loaded kernel so that the next `kernel()` looks again (tests change GDYN_NATIVE and CC)."""
+    with _lock:
+        pool = _state.get("pool")
+        _state.clear()
+        if pool is not None:
+            _state["pool"] = pool
