@@ -15,7 +15,7 @@ from synthetic import synthetic_still
 
 from gdyn_backend.render import native
 from gdyn_backend.render.default import DefaultRenderer, render_batch
-from gdyn_backend.render.holes import _coarse_fill, _coarse_fill_native, push_pull_fill
+from gdyn_backend.render.holes import _coarse_fill, _halved, _pushed, second_level_filled
 from gdyn_backend.render.splat import prepare_splat, splat_prepared
 
 if native.kernel() is None:
@@ -104,19 +104,23 @@ def test_non_finite_flow_lands_outside_and_never_writes_out_of_bounds():
 
 
 @pytest.mark.parametrize("h,w", [(64, 64), (37, 51)])
-def test_native_push_pull_equals_torch(h, w):
-    """The fill's pyramid in C equals the torch one (float rounding, 1e-5), odd sizes included,
-    and the whole fill keeps covered pixels bit for bit."""
+def test_native_pull_push_pyramid_equals_torch(h, w):
+    """The fill's pyramid in C (pull from the first level up, push back down to it) equals the
+    torch one to float rounding (1e-5), odd sizes included; an image with no hole above the
+    first level needs no second level."""
     g = torch.Generator().manual_seed(8)
-    image = torch.rand(2, 3, h, w, generator=g)
-    confidence = (torch.rand(2, 1, h, w, generator=g) * 3 - 1).clamp(0, 1)
+    image = torch.rand(1, 3, h, w, generator=g)
+    confidence = (torch.rand(1, 1, h, w, generator=g) * 3 - 1).clamp(0, 1)
     confidence[:, :, h // 4:h // 2, w // 4:w // 2] = 0.0  # a hole several levels deep
-    feed = confidence * torch.rand(2, 1, h, w, generator=g)
+    feed = confidence * torch.rand(1, 1, h, w, generator=g)
     with torch.no_grad():
-        assert float((_coarse_fill_native(image, feed) - _coarse_fill(image, feed)).abs().max()) < 1e-5
-        filled = push_pull_fill(image, confidence, None)
-    keep = (confidence == 1).expand_as(image)
-    assert torch.equal(filled[keep], image[keep])
+        colour, alpha = _halved(image, feed)
+        first = (np.ascontiguousarray(colour[0].permute(1, 2, 0).numpy()), np.ascontiguousarray(alpha[0, 0].numpy()))
+        second = second_level_filled(*first)
+        filled = _pushed(native.kernel(), second, *first)
+        expected = _coarse_fill(image, feed)[0].permute(1, 2, 0).numpy()
+    assert float(np.abs(filled - expected).max()) < 1e-5
+    assert second_level_filled(first[0], np.ones_like(first[1])) is None
 
 
 @pytest.mark.parametrize("alpha", [False, True])

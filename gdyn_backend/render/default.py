@@ -26,10 +26,12 @@ import torch
 
 from gdyn_backend.device import torch_device
 from gdyn_backend.render import native
-from gdyn_backend.render.holes import (FULL_COVERAGE, HoleSamples, confidence_from_coverage, fill_from_feed,
-                                       push_pull_fill, stretch_samples)
-from gdyn_backend.render.splat import (BORDER, NATIVE_PARALLEL_PIXELS, SplatSource, accumulate_native, prepare_splat,
+from gdyn_backend.render.holes import (FULL_COVERAGE, HoleSamples, confidence_from_coverage, push_pull_fill,
+                                       second_level_filled, stretch_samples)
+from gdyn_backend.render.splat import (BORDER, NATIVE_PARALLEL_PIXELS, PACKED_CHANNELS, SplatSource, prepare_splat,
                                        splat_prepared)
+
+STRIP_ROWS = 64  # image rows the native kernel makes at a time: their sums (64 x W x 32 bytes) stay in the cache
 
 
 def importance_from_weights(weights: np.ndarray, sharpness: float) -> np.ndarray:
@@ -53,10 +55,13 @@ def splat_and_fill(prepared: SplatSource, flow: torch.Tensor, background_bias: f
     object (`holes.stretch_samples`), the rest by push-pull, where pixels that
     were moving foreground (Z / sharpness near 1) feed the fill with weight
     exp(-background_bias), static background with weight 1. inplace: reuse the
-    splat's buffer (no autograd).
+    splat's buffer (no autograd). Where the source is packed for the native
+    kernel (CPU, no autograd) that kernel computes the same picture, clamped to
+    0..1 already (splatted and filled colours are mixes of the source's, so
+    clamping changes the portable path's picture by float rounding only).
     """
-    if inplace and prepared.packed is not None and not flow.requires_grad:
-        return _splat_and_fill_native(prepared, flow, background_bias)
+    if prepared.packed is not None and not flow.requires_grad:
+        return torch.from_numpy(_splat_and_fill_native(prepared, flow, background_bias)).permute(0, 3, 1, 2)
     warped, coverage = splat_prepared(prepared, flow)
     confidence = confidence_from_coverage(coverage)
     stretched = stretch_samples(prepared, flow, confidence < 1.0)
@@ -66,37 +71,70 @@ def splat_and_fill(prepared: SplatSource, flow: torch.Tensor, background_bias: f
     return push_pull_fill(warped[:, :-1], confidence, background, stretched, inplace)
 
 
-def _splat_and_fill_native(prepared: SplatSource, flow: torch.Tensor, background_bias: float) -> torch.Tensor:
-    """`splat_and_fill` (inplace) with the native kernel: the same steps; the splat's division,
-    the confidence, the fill's feed and its first pull step made in one pass over the sums
-    (`gdyn_normalize`), on several threads."""
+def _splat_and_fill_native(prepared: SplatSource, flow: torch.Tensor, background_bias: float) -> np.ndarray:
+    """`splat_and_fill` with the native kernel, to a new picture [B, H, W, C] clamped to 0..1.
+
+    The same steps, arranged so that the splat's sums never leave the cache:
+    the picture is made in strips of STRIP_ROWS rows (`gdyn_render_strip`, on
+    several threads), each summing the sources that reach it, then dividing,
+    finding the confidence, the fill's feed and the holes, writing its pixels
+    and the fill's first pull step. Then the stretch samples
+    (`holes.stretch_samples`), the coarser pull-push levels
+    (`holes.second_level_filled`) and the fill at the hole pixels only
+    (`gdyn_fill_holes`).
+    """
     kernel = native.kernel()
     b, _, h, w = flow.shape
-    c2 = prepared.values.shape[2]
-    colours = c2 - 3
-    pw, ph = w + 2 * BORDER + 1, h + 2 * BORDER + 1
-    flow = flow.to(prepared.values.dtype)
-    sums = accumulate_native(prepared, flow, ph * pw)  # [B, cells, 8]
+    colours = prepared.values.shape[2] - 3
+    pw = w + 2 * BORDER + 1
+    flow = flow.to(prepared.values.dtype).contiguous()
+    picture, holes = np.empty((b, h, w, colours), np.float32), np.empty((b, h, w), np.uint8)
+    confidence = np.empty((b, h, w), np.float32)
     half_h, half_w = (h + 1) // 2, (w + 1) // 2
-    threads = max(1, min(torch.get_num_threads(), half_h)) if b * h * w >= NATIVE_PARALLEL_PIXELS else 1
-    edges = np.linspace(0, half_h, threads + 1).astype(np.int64)
-    first_level, starved = [], 0
+    threads = max(1, torch.get_num_threads()) if b * h * w >= NATIVE_PARALLEL_PIXELS else 1
+    strips = [(y0, min(h, y0 + STRIP_ROWS)) for y0 in range(0, h, STRIP_ROWS)]
+    threads = min(threads, len(strips))
+    scratch = [np.empty(STRIP_ROWS * pw * PACKED_CHANNELS, np.float32) for _ in range(threads)]
+    first_levels, starved = [], 0
     for item in range(b):
+        fx, fy, values = flow[item, 0].numpy(), flow[item, 1].numpy(), prepared.packed[item].numpy()
+        reach = np.empty((h, 2), np.int64)
+        edges = np.linspace(0, h, threads + 1).astype(np.int64)
+        native.run_parallel([lambda r0=r0, r1=r1: kernel.gdyn_row_reach(fy.ctypes.data, h, w, int(r0), int(r1),
+                                                                         reach.ctypes.data)
+                             for r0, r1 in zip(edges[:-1], edges[1:])], threads)
         half, half_alpha = np.empty((half_h, half_w, colours), np.float32), np.empty((half_h, half_w), np.float32)
-        address = sums[item].numpy().ctypes.data
-        starved += sum(native.run_parallel(
-            [lambda h0=h0, h1=h1: kernel.gdyn_normalize(address, h, w, colours, FULL_COVERAGE, background_bias,
-                                                        int(h0), int(h1), half.ctypes.data, half_alpha.ctypes.data)
-             for h0, h1 in zip(edges[:-1], edges[1:])], threads))
-        first_level.append((half, half_alpha))
-    planes = sums.view(b, ph, pw, -1)[:, BORDER:h + BORDER, BORDER:w + BORDER].permute(0, 3, 1, 2)
-    image, confidence, feed = planes[:, :colours], planes[:, c2 - 2:c2 - 1], planes[:, c2 - 1:c2]
-    if starved == 0:
-        return image
-    stretched = stretch_samples(prepared, flow, confidence < 1.0)
-    if stretched is not None:
-        stretched = HoleSamples(stretched.pixels, stretched.values[:, :-1])
-    return fill_from_feed(image, confidence, feed, stretched, inplace=True, first_level=first_level)
+        pointers = (picture[item].ctypes.data, confidence[item].ctypes.data, holes[item].ctypes.data,
+                    half.ctypes.data, half_alpha.ctypes.data)
+
+        def strips_of(thread: int) -> int:
+            return sum(kernel.gdyn_render_strip(fx.ctypes.data, fy.ctypes.data, values.ctypes.data, reach.ctypes.data,
+                                                h, w, y0, y1, scratch[thread].ctypes.data, colours, FULL_COVERAGE,
+                                                background_bias, *pointers)
+                       for y0, y1 in strips[thread::threads])
+
+        starved += sum(native.run_parallel([lambda t=t: strips_of(t) for t in range(threads)], threads))
+        first_levels.append((half, half_alpha))
+    if starved == 0:  # every pixel feeds the fill: nothing to fill (as push_pull_fill)
+        return picture
+    stretched = stretch_samples(prepared, flow, torch.from_numpy(holes.view(np.bool_))[:, None])
+    for item, (half, half_alpha) in enumerate(first_levels):
+        pixels = np.flatnonzero(holes[item].view(np.bool_))  # (bool: several times faster than uint8)
+        has_sample, samples = np.zeros(pixels.size, np.uint8), np.zeros((pixels.size, colours), np.float32)
+        if stretched is not None and pixels.size:
+            mine = (stretched.pixels // (h * w) == item).numpy()
+            wanted = stretched.pixels.numpy()[mine] - item * h * w
+            at = np.minimum(np.searchsorted(pixels, wanted), pixels.size - 1)
+            found = pixels[at] == wanted
+            has_sample[at[found]] = 1
+            samples[at[found]] = stretched.values.numpy()[mine][found][:, :colours]
+        second = second_level_filled(half, half_alpha)
+        kernel.gdyn_fill_holes(confidence[item].ctypes.data, h, w, colours, pixels.ctypes.data, pixels.size,
+                               has_sample.ctypes.data, samples.ctypes.data, half.ctypes.data, half_alpha.ctypes.data,
+                               half_h, half_w, None if second is None else second.ctypes.data,
+                               0 if second is None else second.shape[0], 0 if second is None else second.shape[1],
+                               picture[item].ctypes.data)
+    return picture
 
 
 def render_batch(source: torch.Tensor, flow: torch.Tensor, importance: torch.Tensor,
@@ -165,5 +203,10 @@ class DefaultRenderer:
         with torch.no_grad():
             frame = splat_and_fill(self._prepared, flow, self.background_bias, inplace=True)
         out = frame[0].permute(1, 2, 0).cpu()  # [H, W, C], a view when on the CPU
+        if self._prepared.packed is not None:  # the native kernel's new picture, clamped already
+            picture = out.numpy()
+            if not self._has_alpha:
+                return picture, None
+            return np.ascontiguousarray(picture[:, :, :3]), np.ascontiguousarray(picture[:, :, 3])
         rgb_out = torch.clamp(out[:, :, :3], 0.0, 1.0, out=torch.empty(out.shape[:2] + (3,))).numpy()
         return rgb_out, (out[:, :, 3].clamp(0.0, 1.0).numpy() if self._has_alpha else None)

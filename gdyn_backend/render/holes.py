@@ -32,6 +32,12 @@ default renderer passes exp(-importance)), so a disocclusion is filled from
 the background, without changing any pixel that already has coverage. The
 measurements behind these choices (against OpenCV inpainting and a
 backward-warp fallback, and on a known stretch) are in the README.
+
+The functions here are the torch implementation (any device, autograd). The
+native CPU kernel computes the same fill (`splat_kernel.c`: the first pull
+step inside the strip pass, `second_level_filled` above it, the finest level
+at the holes) and the stretch candidates (`_stretched_cells_native`); the
+rasterization of stretched cells stays in torch on both paths.
 """
 
 from __future__ import annotations
@@ -43,7 +49,7 @@ import torch
 import torch.nn.functional as F
 
 from gdyn_backend.render import native
-from gdyn_backend.render.splat import SplatSource
+from gdyn_backend.render.splat import NATIVE_PARALLEL_PIXELS, SplatSource
 
 STRETCH_MIN = 1.25  # px: a cell whose target edges are all shorter is covered by the splat itself
 TEAR = 4.0  # px: a target edge longer than this is a motion boundary (disocclusion), not a stretch
@@ -114,9 +120,14 @@ def _coarse_fill(image: torch.Tensor, feed: torch.Tensor) -> torch.Tensor:
     return filled
 
 
-def _pull_push_native(colour: np.ndarray, alpha: np.ndarray) -> torch.Tensor:
-    """`_coarse_fill` from its first level on, with the native kernel: colour [h, w, C] and alpha [h, w]
-    (float32, contiguous) of the first pull step -> the filled level [1, C, h, w], channel-last in memory."""
+def second_level_filled(colour: np.ndarray, alpha: np.ndarray) -> np.ndarray | None:
+    """The pull-push pyramid (`_coarse_fill`) above its first level, with the native kernel.
+
+    colour [h, w, C] and alpha [h, w] (float32, contiguous): the first pull step.
+    Returns the second level, filled [ceil(h/2), ceil(w/2), C], from which the
+    first level is filled (`gdyn_push`), or None where the first level needs
+    nothing from above (every alpha > 0, or one pixel).
+    """
     kernel = native.kernel()
     channels, levels = colour.shape[2], [(colour, alpha)]
     while levels[-1][1].size > 1 and not bool((levels[-1][1] > 0).all()):
@@ -126,36 +137,21 @@ def _pull_push_native(colour: np.ndarray, alpha: np.ndarray) -> torch.Tensor:
         kernel.gdyn_halve(colour.ctypes.data, w * channels, channels, alpha.ctypes.data, w, 1, h, w, channels,
                           out.ctypes.data, out_alpha.ctypes.data)
         levels.append((out, out_alpha))
+    if len(levels) == 1:
+        return None
     filled = levels[-1][0]
-    for colour, alpha in reversed(levels[:-1]):
-        h, w = alpha.shape
-        out = np.empty_like(colour)
-        kernel.gdyn_push(filled.ctypes.data, filled.shape[0], filled.shape[1], colour.ctypes.data, w * channels,
-                         channels, alpha.ctypes.data, w, 1, h, w, channels, out.ctypes.data)
-        filled = out
-    return torch.from_numpy(filled)[None].permute(0, 3, 1, 2)
+    for colour, alpha in reversed(levels[1:-1]):
+        filled = _pushed(kernel, filled, colour, alpha)
+    return filled
 
 
-def _coarse_fill_native(image: torch.Tensor, feed: torch.Tensor) -> torch.Tensor:
-    """`_coarse_fill` with the native kernel (CPU float32, no autograd; the same to float rounding).
-
-    image [B, C, H, W] and feed [B, 1, H, W] in any strides (read where they
-    lie when channels are adjacent); returns [B, C, ceil(H/2), ceil(W/2)].
-    """
-    kernel = native.kernel()
-    b, c, h, w = image.shape
-    half = ((h + 1) // 2, (w + 1) // 2)
-    filled = []
-    for item in range(b):
-        channels_last = image[item].permute(1, 2, 0)
-        colour = (channels_last if image.stride(1) == 1 else channels_last.contiguous()).numpy()
-        alpha = feed[item, 0].numpy()
-        out, out_alpha = np.empty(half + (c,), np.float32), np.empty(half, np.float32)
-        kernel.gdyn_halve(colour.ctypes.data, colour.strides[0] // 4, colour.strides[1] // 4, alpha.ctypes.data,
-                          alpha.strides[0] // 4, alpha.strides[1] // 4, h, w, c, out.ctypes.data,
-                          out_alpha.ctypes.data)
-        filled.append(_pull_push_native(out, out_alpha))
-    return torch.cat(filled)
+def _pushed(kernel, coarse: np.ndarray, colour: np.ndarray, alpha: np.ndarray) -> np.ndarray:
+    """One push step (`gdyn_push`): colour [h, w, C] where alpha [h, w] is 1, `coarse` upsampled where it is 0."""
+    (h, w), channels = alpha.shape, colour.shape[2]
+    out = np.empty_like(colour)
+    kernel.gdyn_push(coarse.ctypes.data, coarse.shape[0], coarse.shape[1], colour.ctypes.data, w * channels, channels,
+                     alpha.ctypes.data, w, 1, h, w, channels, out.ctypes.data)
+    return out
 
 
 def _upsampled_at(half: torch.Tensor, batch: torch.Tensor, y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -189,30 +185,10 @@ def push_pull_fill(image: torch.Tensor, confidence: torch.Tensor, source_weight:
     pixel feeds the fill (no pixel at 0), `image` is returned unchanged.
     """
     feed = confidence if source_weight is None else confidence * source_weight
-    return fill_from_feed(image, confidence, feed, samples, inplace)
-
-
-def fill_from_feed(image: torch.Tensor, confidence: torch.Tensor, feed: torch.Tensor,
-                   samples: HoleSamples | None = None, inplace: bool = False,
-                   first_level: list | None = None) -> torch.Tensor:
-    """`push_pull_fill` given its feed [B, 1, H, W] = confidence * source_weight (same arguments otherwise).
-
-    The coarse levels run in the native kernel on the CPU without autograd
-    where it is built. first_level: that kernel's first pull step, already
-    made by the caller (per image: colour [ceil(H/2), ceil(W/2), C] and alpha
-    [ceil(H/2), ceil(W/2)], float32 arrays), who has also checked that some
-    feed is 0.
-    """
+    if bool((feed > 0).all()):
+        return image
     h, w = image.shape[-2:]
-    if first_level is not None:
-        half = torch.cat([_pull_push_native(colour, alpha) for colour, alpha in first_level])
-    else:
-        if bool((feed > 0).all()):
-            return image
-        native_fill = (image.device.type == "cpu" and image.dtype == torch.float32 and feed.dtype == torch.float32
-                       and not (torch.is_grad_enabled() and (image.requires_grad or feed.requires_grad))
-                       and native.kernel() is not None)
-        half = (_coarse_fill_native if native_fill else _coarse_fill)(image, feed)
+    half = _coarse_fill(image, feed)
     batch, _, y, x = (confidence < 1.0).nonzero(as_tuple=True)  # ascending flat order
     fill = _upsampled_at(half, batch, y, x)  # [K, C]
     if samples is not None and samples.pixels.numel():
@@ -224,6 +200,22 @@ def fill_from_feed(image: torch.Tensor, confidence: torch.Tensor, feed: torch.Te
     out = image if inplace else image.clone()
     out[batch, :, y, x] = torch.lerp(fill, image[batch, :, y, x], a)
     return out
+
+
+def _stretched_cells_native(flow: torch.Tensor) -> torch.Tensor:
+    """The stretch candidates of `stretch_samples` with the native kernel: [B, H-1, W-1] bool, cells
+    with an edge landing longer than STRETCH_MIN; flow [B, 2, H, W] float32, contiguous."""
+    kernel = native.kernel()
+    b, _, h, w = flow.shape
+    cells = np.empty((b, h - 1, w - 1), np.uint8)
+    threads = max(1, torch.get_num_threads()) if b * h * w >= NATIVE_PARALLEL_PIXELS else 1
+    edges = np.linspace(0, h - 1, threads + 1).astype(np.int64)
+    for item in range(b):
+        fx, fy, out = flow[item, 0].numpy(), flow[item, 1].numpy(), cells[item]
+        native.run_parallel([lambda r0=r0, r1=r1: kernel.gdyn_stretched_cells(
+            fx.ctypes.data, fy.ctypes.data, h, w, STRETCH_MIN, int(r0), int(r1), out.ctypes.data)
+            for r0, r1 in zip(edges[:-1], edges[1:])], threads)
+    return torch.from_numpy(cells.view(np.bool_))
 
 
 def stretch_samples(prepared: SplatSource, flow: torch.Tensor, holes: torch.Tensor) -> HoleSamples | None:
@@ -249,11 +241,14 @@ def stretch_samples(prepared: SplatSource, flow: torch.Tensor, holes: torch.Tens
         """Edges (1, 0) + (along, across) (or mirrored) longer than STRETCH_MIN."""
         return along.add_(1.0).square_().add_(across.square_()) > STRETCH_MIN ** 2
 
-    fx, fy = flow[:, 0], flow[:, 1]
-    long_x = long_edges(fx[:, :, 1:] - fx[:, :, :-1], fy[:, :, 1:] - fy[:, :, :-1])  # [B, H, W-1]
-    long_y = long_edges(fy[:, 1:] - fy[:, :-1], fx[:, 1:] - fx[:, :-1])  # [B, H-1, W]
-    stretched = long_x[:, :-1] | long_x[:, 1:] | long_y[:, :, :-1] | long_y[:, :, 1:]  # [B, H-1, W-1] cells
-    del long_x, long_y
+    if prepared.packed is not None:  # the native kernel's path (CPU, float32, no autograd)
+        stretched = _stretched_cells_native(flow.contiguous())
+    else:
+        fx, fy = flow[:, 0], flow[:, 1]
+        long_x = long_edges(fx[:, :, 1:] - fx[:, :, :-1], fy[:, :, 1:] - fy[:, :, :-1])  # [B, H, W-1]
+        long_y = long_edges(fy[:, 1:] - fy[:, :-1], fx[:, 1:] - fx[:, :-1])  # [B, H-1, W]
+        stretched = long_x[:, :-1] | long_x[:, 1:] | long_y[:, :, :-1] | long_y[:, :, 1:]  # [B, H-1, W-1] cells
+        del long_x, long_y
     cb, cy, cx = stretched.nonzero(as_tuple=True)
     if cb.numel() == 0:
         return None

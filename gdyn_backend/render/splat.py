@@ -79,21 +79,32 @@ def prepare_splat(source: torch.Tensor, importance: torch.Tensor | None, native_
     if source.dim() != 4:
         raise ValueError(f"source must be [B, C, H, W], got {tuple(source.shape)}")
     b, c, h, w = source.shape
+    if importance is not None and importance.shape != (b, 1, h, w):
+        raise ValueError(f"importance must be {(b, 1, h, w)}, got {tuple(importance.shape)}")
     channels_last = source.reshape(b, c, h * w).transpose(1, 2)  # [B, H*W, C]
-    ones = torch.ones((b, h * w, 1), device=source.device, dtype=source.dtype)
-    if importance is None:
-        values = torch.cat([channels_last, ones, ones], dim=2)
-    else:
-        if importance.shape != (b, 1, h, w):
-            raise ValueError(f"importance must be {(b, 1, h, w)}, got {tuple(importance.shape)}")
+    differentiable = torch.is_grad_enabled() and (
+        source.requires_grad or (importance is not None and importance.requires_grad))
+    soft = None
+    if importance is not None:
         z = importance.to(source.dtype).reshape(b, h * w, 1)
         soft = torch.exp((z - z.amax(dim=1, keepdim=True)).clamp_min(-IMPORTANCE_RANGE))
-        values = torch.cat([channels_last * soft, soft, ones], dim=2)
-    if (native_kernel and values.device.type == "cpu" and values.dtype == torch.float32 and not values.requires_grad
-            and c + 2 <= PACKED_CHANNELS and native.kernel() is not None):
-        packed = torch.zeros((b, h * w, PACKED_CHANNELS), dtype=values.dtype)
-        packed[:, :, :c + 2] = values
-        return SplatSource(packed[:, :, :c + 2], h, w, packed)
+    if differentiable:
+        ones = torch.ones((b, h * w, 1), device=source.device, dtype=source.dtype)
+        scaled = channels_last if soft is None else channels_last * soft
+        return SplatSource(torch.cat([scaled, ones if soft is None else soft, ones], dim=2), h, w)
+    packed = (native_kernel and source.device.type == "cpu" and source.dtype == torch.float32
+              and c + 2 <= PACKED_CHANNELS and native.kernel() is not None)
+    # Written channel by channel into one buffer: no full-size temporaries (a 4K source is 265 MB packed).
+    values = torch.zeros((b, h * w, PACKED_CHANNELS if packed else c + 2), device=source.device,
+                         dtype=source.dtype)
+    values[:, :, c:c + 2] = 1.0
+    if soft is None:
+        values[:, :, :c] = channels_last
+    else:
+        values[:, :, c:c + 1] = soft
+        torch.mul(channels_last, soft, out=values[:, :, :c])
+    if packed:
+        return SplatSource(values[:, :, :c + 2], h, w, values)
     return SplatSource(values, h, w)
 
 
@@ -186,8 +197,8 @@ def _accumulate_scipy(prepared: SplatSource, flow: torch.Tensor, cells: int) -> 
     return torch.from_numpy(acc).view(b, cells, c2)
 
 
-def accumulate_native(prepared: SplatSource, flow: torch.Tensor, cells: int) -> torch.Tensor:
-    """S @ V with the native kernel: [B, cells, 8] (the packed channels), written in place.
+def _accumulate_native(prepared: SplatSource, flow: torch.Tensor, cells: int) -> torch.Tensor:
+    """S @ V with the native kernel: [B, cells, 8] (the packed channels).
 
     Each image's source rows are cut into 2 x `torch.get_num_threads()` bands,
     run in two phases (even bands, then odd ones), each phase on up to that
@@ -274,7 +285,7 @@ def splat_prepared(prepared: SplatSource, flow: torch.Tensor,
         needs_grad = torch.is_grad_enabled() and (values.requires_grad or flow.requires_grad)
         sparse = values.device.type == "cpu" and values.dtype in (torch.float32, torch.float64) and not needs_grad
     if sparse and prepared.packed is not None and not flow.requires_grad:
-        acc = accumulate_native(prepared, flow, ph * pw)
+        acc = _accumulate_native(prepared, flow, ph * pw)
     else:
         acc = (_accumulate_scipy if sparse else _accumulate_torch)(prepared, flow, ph * pw)
     # [B, C+2, H, W], a view (channel-last in memory on the CPU)

@@ -14,6 +14,7 @@
  */
 #include <math.h>
 #include <stdint.h>
+#include <string.h>
 
 #define BORDER 2
 #define CHANNELS 8
@@ -52,16 +53,14 @@ void gdyn_band_rows(const float *flow_y, int64_t height, int64_t width, int64_t 
     rows[1] = (int64_t)floorf(hi) + BORDER + 2;
 }
 
-/* Adds the sums of source rows r0..r1-1 to out ([out_rows, PW, 8], first row out_row0).
- * Returns the number of sources that fell outside out's rows (0 when out_row0 and
- * out_rows come from gdyn_band_rows): those are skipped, never written. */
-WIDEST_SIMD
-int64_t gdyn_splat_band(const float *restrict flow_x, const float *restrict flow_y,
-                        const float *restrict values, int64_t height, int64_t width, int64_t r0, int64_t r1,
-                        float *restrict out, int64_t out_row0, int64_t out_rows) {
+/* Adds the sums of source rows r0..r1-1 to the output rows held by out ([out_rows, PW, 8],
+ * its row 0 being padded output row out_row0); contributions to rows outside it are left
+ * out (another call, for those rows, adds them). */
+static inline void splat_rows(const float *restrict flow_x, const float *restrict flow_y,
+                              const float *restrict values, int64_t height, int64_t width, int64_t r0, int64_t r1,
+                              float *restrict out, int64_t out_row0, int64_t out_rows) {
     const int64_t pw = width + 2 * BORDER + 1, row_lanes = 2 * pw;
     const float right = (float)(width + BORDER - 1), bottom = (float)(height + BORDER - 1);
-    int64_t skipped = 0;
     for (int64_t y = r0; y < r1; ++y) {
         /* The right-hand corners of one source usually are the left-hand corners of
          * the next: they are carried in registers and written once. */
@@ -73,17 +72,24 @@ int64_t gdyn_splat_band(const float *restrict flow_x, const float *restrict flow
             const float ty = clampf(flow_y[p] + (float)y, (float)-BORDER, bottom);
             const float x0 = floorf(tx), y0 = floorf(ty), fx = tx - x0, fy = ty - y0;
             const int64_t row = (int64_t)y0 + BORDER - out_row0;
-            if (row < 0 || row + 2 > out_rows) {
-                ++skipped;
-                continue;
-            }
+            if (row < -1 || row >= out_rows) continue;  /* lands wholly outside these rows */
             const lanes_u *v = (const lanes_u *)(values + p * CHANNELS);
             const lanes v0 = v[0], v1 = v[1];
             const lanes top0 = v0 * (1.0f - fy), top1 = v1 * (1.0f - fy);
             const lanes bottom0 = v0 * fy, bottom1 = v1 * fy;
+            if (row < 0 || row + 1 >= out_rows) {  /* straddles an edge of these rows: its one row inside */
+                const int64_t inside = row < 0 ? row + 1 : row;
+                const lanes a0 = row < 0 ? bottom0 : top0, a1 = row < 0 ? bottom1 : top1;
+                lanes_u *e = (lanes_u *)(out + (inside * pw + (int64_t)x0 + BORDER) * CHANNELS);
+                e[0] += a0 * (1.0f - fx);
+                e[1] += a1 * (1.0f - fx);
+                e[2] += a0 * fx;
+                e[3] += a1 * fx;
+                continue;  /* what is carried stays pending for its own cell */
+            }
+            lanes_u *o = (lanes_u *)(out + (row * pw + (int64_t)x0 + BORDER) * CHANNELS);
             lanes left_top0 = top0 * (1.0f - fx), left_top1 = top1 * (1.0f - fx);
             lanes left_bottom0 = bottom0 * (1.0f - fx), left_bottom1 = bottom1 * (1.0f - fx);
-            lanes_u *o = (lanes_u *)(out + (row * pw + (int64_t)x0 + BORDER) * CHANNELS);
             if (o == carried) {
                 left_top0 += carry_top0;
                 left_top1 += carry_top1;
@@ -112,7 +118,14 @@ int64_t gdyn_splat_band(const float *restrict flow_x, const float *restrict flow
             carried[row_lanes + 1] += carry_bottom1;
         }
     }
-    return skipped;
+}
+
+/* Adds the sums of source rows r0..r1-1 to out ([out_rows, PW, 8], first row out_row0). */
+WIDEST_SIMD
+void gdyn_splat_band(const float *restrict flow_x, const float *restrict flow_y,
+                     const float *restrict values, int64_t height, int64_t width, int64_t r0, int64_t r1,
+                     float *restrict out, int64_t out_row0, int64_t out_rows) {
+    splat_rows(flow_x, flow_y, values, height, width, r0, r1, out, out_row0, out_rows);
 }
 
 /* ---- Push-pull hole fill (holes.py), channel-last, for the CPU ----
@@ -209,59 +222,203 @@ void gdyn_push(const float *coarse, int64_t coarse_h, int64_t coarse_w,
     }
 }
 
-/* The default renderer's step between splat and fill, on the padded sums out [PH, PW, 8] of
- * one image whose used channels are (exp(Z) colour x colours, exp(Z) Z/sharpness, exp(Z),
- * coverage), used = colours + 3. In place, for output rows 2*h0 .. 2*h1-1 (cut at height):
- * the colour channels and Z/sharpness are divided by exp(Z) (at least FLT_MIN), exp(Z) is
- * replaced by the confidence clamp(coverage / full, 0, 1) and coverage by the fill's feed,
- * confidence * exp(-background_bias * max(Z/sharpness, 0)). At the same time the first pull
- * step of the fill (gdyn_halve of the colours, weighted by the feed) is written for half rows
- * h0..h1-1 into half [ceil(H/2), ceil(W/2), colours] and half_alpha. Returns the number of
- * pixels whose feed is 0 (none: nothing to fill). */
-static inline int64_t normalize_rows(float *out, int64_t height, int64_t width, const int64_t colours, float full,
-                                     float background_bias, int64_t h0, int64_t h1, float *half, float *half_alpha) {
+/* exp(x) for x <= 0 within about 2 ulp, several times faster than the C library's expf (a
+ * call per pixel there): range reduction by ln 2 and a degree-7 Taylor polynomial; below
+ * -87 (where the result leaves the normal floats) the library's expf. */
+static inline float exp_nonpositive(float x) {
+    if (!(x > -87.0f)) return expf(x);
+    const int32_t n = (int32_t)(x * 1.44269504f - 0.5f);  /* round(x / ln 2) for x <= 0 */
+    const float r = (x - (float)n * 0.693145752f) - (float)n * 1.42860677e-06f;  /* |r| <= ln 2 / 2 */
+    float p = 1.0f / 5040.0f;
+    p = p * r + 1.0f / 720.0f;
+    p = p * r + 1.0f / 120.0f;
+    p = p * r + 1.0f / 24.0f;
+    p = p * r + 1.0f / 6.0f;
+    p = p * r + 0.5f;
+    p = p * r + 1.0f;
+    p = p * r + 1.0f;
+    union { int32_t bits; float value; } scale = {(n + 127) << 23};
+    return p * scale.value;
+}
+
+static inline float unit(float v) { return v > 0.0f ? (v < 1.0f ? v : 1.0f) : 0.0f; }
+
+/* The default renderer's step between splat and fill, on padded sums of one image whose used
+ * channels are (exp(Z) colour x colours, exp(Z) Z/sharpness, exp(Z), coverage): out holds
+ * padded rows from row_offset on. For image rows 2*h0 .. 2*h1-1 (cut at height), in place:
+ * the colour channels and Z/sharpness are divided by exp(Z) (at least FLT_MIN); the
+ * confidence is clamp(coverage / full, 0, 1) and the fill's feed confidence *
+ * exp(-background_bias * max(Z/sharpness, 0)). Written: the picture, image [H, W, colours]
+ * clamped to 0..1 (final wherever the confidence is 1), confidence [H*W], holes [H*W] (1
+ * where the confidence is below 1), and the fill's first pull step (gdyn_halve of the colours
+ * weighted by the feed) for half rows h0..h1-1 into half [ceil(H/2), ceil(W/2), colours] and
+ * half_alpha. Returns the number of pixels whose feed is 0 (none: nothing to fill). */
+static inline int64_t normalize_rows(float *out, int64_t row_offset, int64_t height, int64_t width,
+                                     const int64_t colours, float full, float background_bias, int64_t h0, int64_t h1,
+                                     float *half, float *half_alpha, float *image, float *confidence, uint8_t *holes) {
     const int64_t pw = width + 2 * BORDER + 1, weight = colours + 1, half_w = (width + 1) / 2;
+    const float per_full = 1.0f / full;
     int64_t starved = 0;
     for (int64_t hy = h0; hy < h1; ++hy) {
         const int64_t rows = 2 * hy + 1 < height ? 2 : 1;
         for (int64_t r = 0; r < rows; ++r) {
-            float *v = out + ((2 * hy + r + BORDER) * pw + BORDER) * CHANNELS;
-            for (int64_t x = 0; x < width; ++x, v += CHANNELS) {
+            const int64_t y = 2 * hy + r;
+            float *v = out + ((y + BORDER - row_offset) * pw + BORDER) * CHANNELS;
+            float *picture = image + y * width * colours;
+            for (int64_t x = 0; x < width; ++x, v += CHANNELS, picture += colours) {
                 const float divisor = v[weight] > 1.17549435e-38f ? v[weight] : 1.17549435e-38f;
                 const float inverse = 1.0f / divisor;
                 for (int64_t c = 0; c < weight; ++c) v[c] *= inverse;
-                float confidence = v[weight + 1] / full;
-                confidence = confidence > 0.0f ? (confidence < 1.0f ? confidence : 1.0f) : 0.0f;
+                for (int64_t c = 0; c < colours; ++c) picture[c] = unit(v[c]);
+                const float trust = unit(v[weight + 1] * per_full);
                 const float z = v[colours] > 0.0f ? v[colours] : 0.0f;
-                v[weight] = confidence;
-                v[weight + 1] = confidence * expf(-background_bias * z);
-                starved += !(v[weight + 1] > 0.0f);
+                const float feed = trust * exp_nonpositive(-background_bias * z);
+                v[weight + 1] = feed;
+                confidence[y * width + x] = trust;
+                holes[y * width + x] = trust < 1.0f;
+                starved += !(feed > 0.0f);
             }
         }
         for (int64_t hx = 0; hx < half_w; ++hx) {
             float sums[CHANNELS] = {0}, summed = 0.0f;
             for (int64_t r = 0; r < rows; ++r) {
-                const float *v = out + ((2 * hy + r + BORDER) * pw + BORDER + 2 * hx) * CHANNELS;
+                const float *v = out + ((2 * hy + r + BORDER - row_offset) * pw + BORDER + 2 * hx) * CHANNELS;
                 for (int64_t dx = 0; dx < 2 && 2 * hx + dx < width; ++dx, v += CHANNELS) {
                     const float a = v[weight + 1];
                     for (int64_t c = 0; c < colours; ++c) sums[c] += v[c] * a;
                     summed += a;
                 }
             }
-            const float divisor = summed > 1e-12f ? summed : 1e-12f;
+            const float inverse = 1.0f / (summed > 1e-12f ? summed : 1e-12f);
             float *o = half + (hy * half_w + hx) * colours;
-            for (int64_t c = 0; c < colours; ++c) o[c] = sums[c] / divisor;
+            for (int64_t c = 0; c < colours; ++c) o[c] = sums[c] * inverse;
             half_alpha[hy * half_w + hx] = summed > 1e-12f ? (summed < 1.0f ? summed : 1.0f) : 0.0f;
         }
     }
     return starved;
 }
 
-int64_t gdyn_normalize(float *out, int64_t height, int64_t width, int64_t colours, float full, float background_bias,
-                       int64_t h0, int64_t h1, float *half, float *half_alpha) {
+/* Padded output rows each source row reaches, for source rows r0..r1-1: reach[2y], reach[2y+1]
+ * as gdyn_band_rows gives them for that one row. */
+void gdyn_row_reach(const float *flow_y, int64_t height, int64_t width, int64_t r0, int64_t r1, int64_t *reach) {
+    for (int64_t y = r0; y < r1; ++y) gdyn_band_rows(flow_y, height, width, y, y + 1, reach + 2 * y);
+}
+
+/* One strip of the default renderer's picture, image rows y0..y1-1 (y0 even), made in a
+ * scratch buffer small enough to stay in the cache ([y1 - y0, PW, 8] floats): the splat's
+ * sums of every source row that reaches the strip (reach: gdyn_row_reach), then
+ * normalize_rows (its outputs, for these rows). Strips write disjoint parts of the outputs,
+ * so they run on any threads in any order. Returns the strip's count of zero feeds. */
+static inline int64_t render_strip(const float *flow_x, const float *flow_y, const float *values,
+                                   const int64_t *reach, int64_t height, int64_t width, int64_t y0, int64_t y1,
+                                   float *scratch, const int64_t colours, float full, float background_bias,
+                                   float *image, float *confidence, uint8_t *holes, float *half, float *half_alpha) {
+    const int64_t pw = width + 2 * BORDER + 1, first = y0 + BORDER, rows = y1 - y0;
+    memset(scratch, 0, (size_t)(rows * pw * CHANNELS) * sizeof(float));
+    for (int64_t y = 0; y < height; ++y)
+        if (reach[2 * y + 1] > first && reach[2 * y] < first + rows)
+            splat_rows(flow_x, flow_y, values, height, width, y, y + 1, scratch, first, rows);
+    return normalize_rows(scratch, first, height, width, colours, full, background_bias, y0 / 2, (y1 + 1) / 2,
+                          half, half_alpha, image, confidence, holes);
+}
+
+WIDEST_SIMD
+int64_t gdyn_render_strip(const float *flow_x, const float *flow_y, const float *values, const int64_t *reach,
+                          int64_t height, int64_t width, int64_t y0, int64_t y1, float *scratch, int64_t colours,
+                          float full, float background_bias, float *image, float *confidence, uint8_t *holes,
+                          float *half, float *half_alpha) {
     switch (colours) {
-    case 3: return normalize_rows(out, height, width, 3, full, background_bias, h0, h1, half, half_alpha);
-    case 4: return normalize_rows(out, height, width, 4, full, background_bias, h0, h1, half, half_alpha);
-    default: return normalize_rows(out, height, width, colours, full, background_bias, h0, h1, half, half_alpha);
+    case 3: return render_strip(flow_x, flow_y, values, reach, height, width, y0, y1, scratch, 3, full,
+                                background_bias, image, confidence, holes, half, half_alpha);
+    case 4: return render_strip(flow_x, flow_y, values, reach, height, width, y0, y1, scratch, 4, full,
+                                background_bias, image, confidence, holes, half, half_alpha);
+    default: return render_strip(flow_x, flow_y, values, reach, height, width, y0, y1, scratch, colours, full,
+                                 background_bias, image, confidence, holes, half, half_alpha);
+    }
+}
+
+/* Bilinear tap positions of an output coordinate i on a 2x finer grid (torch's interpolate,
+ * align_corners=False): the coarse indices i0, i1 and the weight of i1. */
+static inline void taps(int64_t i, int64_t size, int64_t *i0, int64_t *i1, float *weight) {
+    float s = ((float)i + 0.5f) * 0.5f - 0.5f;
+    s = s > 0.0f ? s : 0.0f;
+    *i0 = (int64_t)s;
+    *i1 = *i0 + 1 < size ? *i0 + 1 : size - 1;
+    *weight = s - (float)*i0;
+}
+
+/* The first pull level's filled value at (y, x), channel c: lerp(up(second), first, alpha)
+ * as gdyn_push computes it, or the first level's own colour when second is NULL. */
+static inline float first_filled(const float *first, const float *first_alpha, int64_t first_w,
+                                 const float *second, int64_t second_h, int64_t second_w,
+                                 int64_t y, int64_t x, int64_t colours, int64_t c) {
+    const float own = first[(y * first_w + x) * colours + c];
+    if (!second) return own;
+    int64_t y0, y1, x0, x1;
+    float ly, lx;
+    taps(y, second_h, &y0, &y1, &ly);
+    taps(x, second_w, &x0, &x1, &lx);
+    const float a00 = second[(y0 * second_w + x0) * colours + c], a01 = second[(y0 * second_w + x1) * colours + c];
+    const float a10 = second[(y1 * second_w + x0) * colours + c], a11 = second[(y1 * second_w + x1) * colours + c];
+    const float top = a00 + lx * (a01 - a00), bottom = a10 + lx * (a11 - a10);
+    const float up = top + ly * (bottom - top);
+    return up + first_alpha[y * first_w + x] * (own - up);
+}
+
+/* The fill's last step at the hole pixels only (holes.push_pull_fill): for each flat index
+ * pixels[k] = y * W + x, fill = the first level, filled (first_filled), bilinearly upsampled
+ * to (y, x); where has_sample[k], samples[k] [colours] replaces it (a stretch sample); the
+ * picture image [H, W, colours] there becomes clamp(lerp(fill, picture, confidence)). */
+void gdyn_fill_holes(const float *confidence, int64_t height, int64_t width, int64_t colours,
+                     const int64_t *pixels, int64_t count, const uint8_t *has_sample, const float *samples,
+                     const float *first, const float *first_alpha, int64_t first_h, int64_t first_w,
+                     const float *second, int64_t second_h, int64_t second_w, float *image) {
+    (void)height;
+    for (int64_t k = 0; k < count; ++k) {
+        const int64_t y = pixels[k] / width, x = pixels[k] % width;
+        const float trust = confidence[pixels[k]];
+        int64_t y0, y1, x0, x1;
+        float ly, lx;
+        taps(y, first_h, &y0, &y1, &ly);
+        taps(x, first_w, &x0, &x1, &lx);
+        float *picture = image + (y * width + x) * colours;
+        for (int64_t c = 0; c < colours; ++c) {
+            float fill;
+            if (has_sample && has_sample[k]) {
+                fill = samples[k * colours + c];
+            } else {
+                const float a00 = first_filled(first, first_alpha, first_w, second, second_h, second_w, y0, x0, colours, c);
+                const float a01 = first_filled(first, first_alpha, first_w, second, second_h, second_w, y0, x1, colours, c);
+                const float a10 = first_filled(first, first_alpha, first_w, second, second_h, second_w, y1, x0, colours, c);
+                const float a11 = first_filled(first, first_alpha, first_w, second, second_h, second_w, y1, x1, colours, c);
+                const float top = a00 + lx * (a01 - a00), bottom = a10 + lx * (a11 - a10);
+                fill = top + ly * (bottom - top);
+            }
+            picture[c] = unit(fill + trust * (picture[c] - fill));
+        }
+    }
+}
+
+/* Stretch candidates (holes.stretch_samples): for source cells (y, x), 2x2 pixels, of rows
+ * r0..r1-1 (at most H-1), cells [(H-1) * (W-1)] gets 1 where one of the cell's four edges
+ * lands longer than stretch_min pixels, else 0 (NaN: 0). */
+void gdyn_stretched_cells(const float *flow_x, const float *flow_y, int64_t height, int64_t width, float stretch_min,
+                          int64_t r0, int64_t r1, uint8_t *cells) {
+    const float limit = stretch_min * stretch_min;
+    (void)height;
+    for (int64_t y = r0; y < r1; ++y) {
+        const float *ax = flow_x + y * width, *ay = flow_y + y * width;    /* row y */
+        const float *bx = ax + width, *by = ay + width;                    /* row y + 1 */
+        uint8_t *out = cells + y * (width - 1);
+        for (int64_t x = 0; x + 1 < width; ++x) {
+            const float top_along = ax[x + 1] - ax[x] + 1.0f, top_across = ay[x + 1] - ay[x];
+            const float bottom_along = bx[x + 1] - bx[x] + 1.0f, bottom_across = by[x + 1] - by[x];
+            const float left_along = by[x] - ay[x] + 1.0f, left_across = bx[x] - ax[x];
+            const float right_along = by[x + 1] - ay[x + 1] + 1.0f, right_across = bx[x + 1] - ax[x + 1];
+            out[x] = (top_along * top_along + top_across * top_across > limit)
+                   | (bottom_along * bottom_along + bottom_across * bottom_across > limit)
+                   | (left_along * left_along + left_across * left_across > limit)
+                   | (right_along * right_along + right_across * right_across > limit);
+        }
     }
 }
