@@ -26,8 +26,8 @@ import torch
 
 from gdyn_backend.device import torch_device
 from gdyn_backend.render import native
-from gdyn_backend.render.holes import (FULL_COVERAGE, HoleSamples, confidence_from_coverage, push_pull_fill,
-                                       second_level_filled, stretch_samples)
+from gdyn_backend.render.holes import (FULL_COVERAGE, STRETCH_MIN, HoleSamples, confidence_from_coverage,
+                                       push_pull_fill, second_level_filled, stretch_samples)
 from gdyn_backend.render.splat import (BORDER, NATIVE_PARALLEL_PIXELS, PACKED_CHANNELS, SplatSource, prepare_splat,
                                        splat_prepared)
 
@@ -75,13 +75,14 @@ def _splat_and_fill_native(prepared: SplatSource, flow: torch.Tensor, background
     """`splat_and_fill` with the native kernel, to a new picture [B, H, W, C] clamped to 0..1.
 
     The same steps, arranged so that the splat's sums never leave the cache:
-    the picture is made in strips of STRIP_ROWS rows (`gdyn_render_strip`, on
-    several threads), each summing the sources that reach it, then dividing,
-    finding the confidence, the fill's feed and the holes, writing its pixels
-    and the fill's first pull step. Then the stretch samples
-    (`holes.stretch_samples`), the coarser pull-push levels
-    (`holes.second_level_filled`) and the fill at the hole pixels only
-    (`gdyn_fill_holes`).
+    one pass over the flow finds which output rows each source row reaches and
+    the stretch candidates (`gdyn_source_rows`); the picture is made in strips
+    of STRIP_ROWS rows (`gdyn_render_strip`, on several threads), each summing
+    the sources that reach it, then dividing, finding the confidence, the
+    fill's feed and the holes, writing its pixels and the fill's first pull
+    step. Then the stretch samples (`holes.stretch_samples`), the coarser
+    pull-push levels (`holes.second_level_filled`) and the fill at the hole
+    pixels only (`gdyn_fill_holes`).
     """
     kernel = native.kernel()
     b, _, h, w = flow.shape
@@ -90,6 +91,7 @@ def _splat_and_fill_native(prepared: SplatSource, flow: torch.Tensor, background
     flow = flow.to(prepared.values.dtype).contiguous()
     picture, holes = np.empty((b, h, w, colours), np.float32), np.empty((b, h, w), np.uint8)
     confidence = np.empty((b, h, w), np.float32)
+    cells = np.empty((b, max(h - 1, 0), max(w - 1, 0)), np.uint8)  # stretch candidates
     half_h, half_w = (h + 1) // 2, (w + 1) // 2
     threads = max(1, torch.get_num_threads()) if b * h * w >= NATIVE_PARALLEL_PIXELS else 1
     strips = [(y0, min(h, y0 + STRIP_ROWS)) for y0 in range(0, h, STRIP_ROWS)]
@@ -100,9 +102,9 @@ def _splat_and_fill_native(prepared: SplatSource, flow: torch.Tensor, background
         fx, fy, values = flow[item, 0].numpy(), flow[item, 1].numpy(), prepared.packed[item].numpy()
         reach = np.empty((h, 2), np.int64)
         edges = np.linspace(0, h, threads + 1).astype(np.int64)
-        native.run_parallel([lambda r0=r0, r1=r1: kernel.gdyn_row_reach(fy.ctypes.data, h, w, int(r0), int(r1),
-                                                                         reach.ctypes.data)
-                             for r0, r1 in zip(edges[:-1], edges[1:])], threads)
+        native.run_parallel([lambda r0=r0, r1=r1: kernel.gdyn_source_rows(
+            fx.ctypes.data, fy.ctypes.data, h, w, STRETCH_MIN, int(r0), int(r1), reach.ctypes.data,
+            cells[item].ctypes.data) for r0, r1 in zip(edges[:-1], edges[1:])], threads)
         half, half_alpha = np.empty((half_h, half_w, colours), np.float32), np.empty((half_h, half_w), np.float32)
         pointers = (picture[item].ctypes.data, confidence[item].ctypes.data, holes[item].ctypes.data,
                     half.ctypes.data, half_alpha.ctypes.data)
@@ -117,7 +119,8 @@ def _splat_and_fill_native(prepared: SplatSource, flow: torch.Tensor, background
         first_levels.append((half, half_alpha))
     if starved == 0:  # every pixel feeds the fill: nothing to fill (as push_pull_fill)
         return picture
-    stretched = stretch_samples(prepared, flow, torch.from_numpy(holes.view(np.bool_))[:, None])
+    stretched = stretch_samples(prepared, flow, torch.from_numpy(holes.view(np.bool_))[:, None],
+                                torch.from_numpy(cells.view(np.bool_)))
     for item, (half, half_alpha) in enumerate(first_levels):
         pixels = np.flatnonzero(holes[item].view(np.bool_))  # (bool: several times faster than uint8)
         has_sample, samples = np.zeros(pixels.size, np.uint8), np.zeros((pixels.size, colours), np.float32)

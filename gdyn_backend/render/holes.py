@@ -36,7 +36,7 @@ backward-warp fallback, and on a known stretch) are in the README.
 The functions here are the torch implementation (any device, autograd). The
 native CPU kernel computes the same fill (`splat_kernel.c`: the first pull
 step inside the strip pass, `second_level_filled` above it, the finest level
-at the holes) and the stretch candidates (`_stretched_cells_native`); the
+at the holes) and the stretch candidates (`gdyn_source_rows`); the
 rasterization of stretched cells stays in torch on both paths.
 """
 
@@ -49,7 +49,7 @@ import torch
 import torch.nn.functional as F
 
 from gdyn_backend.render import native
-from gdyn_backend.render.splat import NATIVE_PARALLEL_PIXELS, SplatSource
+from gdyn_backend.render.splat import SplatSource
 
 STRETCH_MIN = 1.25  # px: a cell whose target edges are all shorter is covered by the splat itself
 TEAR = 4.0  # px: a target edge longer than this is a motion boundary (disocclusion), not a stretch
@@ -202,23 +202,8 @@ def push_pull_fill(image: torch.Tensor, confidence: torch.Tensor, source_weight:
     return out
 
 
-def _stretched_cells_native(flow: torch.Tensor) -> torch.Tensor:
-    """The stretch candidates of `stretch_samples` with the native kernel: [B, H-1, W-1] bool, cells
-    with an edge landing longer than STRETCH_MIN; flow [B, 2, H, W] float32, contiguous."""
-    kernel = native.kernel()
-    b, _, h, w = flow.shape
-    cells = np.empty((b, h - 1, w - 1), np.uint8)
-    threads = max(1, torch.get_num_threads()) if b * h * w >= NATIVE_PARALLEL_PIXELS else 1
-    edges = np.linspace(0, h - 1, threads + 1).astype(np.int64)
-    for item in range(b):
-        fx, fy, out = flow[item, 0].numpy(), flow[item, 1].numpy(), cells[item]
-        native.run_parallel([lambda r0=r0, r1=r1: kernel.gdyn_stretched_cells(
-            fx.ctypes.data, fy.ctypes.data, h, w, STRETCH_MIN, int(r0), int(r1), out.ctypes.data)
-            for r0, r1 in zip(edges[:-1], edges[1:])], threads)
-    return torch.from_numpy(cells.view(np.bool_))
-
-
-def stretch_samples(prepared: SplatSource, flow: torch.Tensor, holes: torch.Tensor) -> HoleSamples | None:
+def stretch_samples(prepared: SplatSource, flow: torch.Tensor, holes: torch.Tensor,
+                    stretched: torch.Tensor | None = None) -> HoleSamples | None:
     """The object's own colours for the holes that open where it stretches (module docstring).
 
     prepared: the splatted source (`splat.prepare_splat`), flow [B, 2, H, W] pixels,
@@ -226,7 +211,9 @@ def stretch_samples(prepared: SplatSource, flow: torch.Tensor, holes: torch.Tens
     (longest target edge in STRETCH_MIN..TEAR px, not folded) is rasterized; a
     hole pixel inside it gets the source's channels at the exact source point
     (bilinear, weighted by exp(Z) like the splat; where cells overlap, their
-    exp(Z)-weighted mean). Returns the filled holes as `HoleSamples` with
+    exp(Z)-weighted mean). stretched: the candidate cells [B, H-1, W-1] bool
+    (an edge landing longer than STRETCH_MIN) where the caller has them (the
+    native kernel), else None. Returns the filled holes as `HoleSamples` with
     values [K, C], or None when no hole lies in a stretched cell.
     """
     c2 = prepared.values.shape[2]
@@ -241,9 +228,7 @@ def stretch_samples(prepared: SplatSource, flow: torch.Tensor, holes: torch.Tens
         """Edges (1, 0) + (along, across) (or mirrored) longer than STRETCH_MIN."""
         return along.add_(1.0).square_().add_(across.square_()) > STRETCH_MIN ** 2
 
-    if prepared.packed is not None:  # the native kernel's path (CPU, float32, no autograd)
-        stretched = _stretched_cells_native(flow.contiguous())
-    else:
+    if stretched is None:
         fx, fy = flow[:, 0], flow[:, 1]
         long_x = long_edges(fx[:, :, 1:] - fx[:, :, :-1], fy[:, :, 1:] - fy[:, :, :-1])  # [B, H, W-1]
         long_y = long_edges(fy[:, 1:] - fy[:, :-1], fx[:, 1:] - fx[:, :-1])  # [B, H-1, W]

@@ -85,8 +85,8 @@ def _build(source: bytes) -> tuple[ctypes.CDLL | None, str]:
     kernel.gdyn_band_rows.restype = None
     kernel.gdyn_splat_band.argtypes = [pointer, pointer, pointer, size, size, size, size, pointer, size, size]
     kernel.gdyn_splat_band.restype = None
-    kernel.gdyn_row_reach.argtypes = [pointer, size, size, size, size, pointer]
-    kernel.gdyn_row_reach.restype = None
+    kernel.gdyn_source_rows.argtypes = [pointer, pointer, size, size, ctypes.c_float, size, size, pointer, pointer]
+    kernel.gdyn_source_rows.restype = None
     kernel.gdyn_render_strip.argtypes = [pointer, pointer, pointer, pointer, size, size, size, size, pointer, size,
                                          ctypes.c_float, ctypes.c_float, pointer, pointer, pointer, pointer, pointer]
     kernel.gdyn_render_strip.restype = size
@@ -98,8 +98,7 @@ def _build(source: bytes) -> tuple[ctypes.CDLL | None, str]:
     kernel.gdyn_fill_holes.argtypes = [pointer, size, size, size, pointer, size, pointer, pointer, pointer, pointer,
                                        size, size, pointer, size, size, pointer]
     kernel.gdyn_fill_holes.restype = None
-    kernel.gdyn_stretched_cells.argtypes = [pointer, pointer, size, size, ctypes.c_float, size, size, pointer]
-    kernel.gdyn_stretched_cells.restype = None
+
     return kernel, f"native kernel ({Path(compiler).name}, {library})"
 
 

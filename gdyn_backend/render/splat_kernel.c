@@ -298,15 +298,9 @@ static inline int64_t normalize_rows(float *out, int64_t row_offset, int64_t hei
     return starved;
 }
 
-/* Padded output rows each source row reaches, for source rows r0..r1-1: reach[2y], reach[2y+1]
- * as gdyn_band_rows gives them for that one row. */
-void gdyn_row_reach(const float *flow_y, int64_t height, int64_t width, int64_t r0, int64_t r1, int64_t *reach) {
-    for (int64_t y = r0; y < r1; ++y) gdyn_band_rows(flow_y, height, width, y, y + 1, reach + 2 * y);
-}
-
 /* One strip of the default renderer's picture, image rows y0..y1-1 (y0 even), made in a
  * scratch buffer small enough to stay in the cache ([y1 - y0, PW, 8] floats): the splat's
- * sums of every source row that reaches the strip (reach: gdyn_row_reach), then
+ * sums of every source row that reaches the strip (reach: gdyn_source_rows), then
  * normalize_rows (its outputs, for these rows). Strips write disjoint parts of the outputs,
  * so they run on any threads in any order. Returns the strip's count of zero feeds. */
 static inline int64_t render_strip(const float *flow_x, const float *flow_y, const float *values,
@@ -399,14 +393,17 @@ void gdyn_fill_holes(const float *confidence, int64_t height, int64_t width, int
     }
 }
 
-/* Stretch candidates (holes.stretch_samples): for source cells (y, x), 2x2 pixels, of rows
- * r0..r1-1 (at most H-1), cells [(H-1) * (W-1)] gets 1 where one of the cell's four edges
- * lands longer than stretch_min pixels, else 0 (NaN: 0). */
-void gdyn_stretched_cells(const float *flow_x, const float *flow_y, int64_t height, int64_t width, float stretch_min,
-                          int64_t r0, int64_t r1, uint8_t *cells) {
+/* What the strips need to know of source rows r0..r1-1, in one pass over the flow:
+ * reach[2y], reach[2y+1], the padded output rows row y reaches (as gdyn_band_rows gives them),
+ * and the stretch candidates (holes.stretch_samples) of the source cells (y, x), 2x2
+ * pixels, of those rows (below H-1): cells [(H-1) * (W-1)] gets 1 where one of the cell's
+ * four edges lands longer than stretch_min pixels, else 0 (NaN: 0). */
+void gdyn_source_rows(const float *flow_x, const float *flow_y, int64_t height, int64_t width, float stretch_min,
+                      int64_t r0, int64_t r1, int64_t *reach, uint8_t *cells) {
     const float limit = stretch_min * stretch_min;
-    (void)height;
     for (int64_t y = r0; y < r1; ++y) {
+        gdyn_band_rows(flow_y, height, width, y, y + 1, reach + 2 * y);
+        if (y + 1 >= height) continue;
         const float *ax = flow_x + y * width, *ay = flow_y + y * width;    /* row y */
         const float *bx = ax + width, *by = ay + width;                    /* row y + 1 */
         uint8_t *out = cells + y * (width - 1);
