@@ -126,7 +126,7 @@ def animate(image, outdir, options: AnimateOptions | None = None,
     renderer = make_renderer(options.renderer_checkpoint)
     volume = pinning.pinned(edited_volume(_motion_volume(still, options, mask, progress), options), mask)
     times = spectral.frame_times(int(options.frames), float(options.fps))
-    return write_sequence(still, volume, (spectral.displacement_at(volume, t) for t in times), outdir,
+    return write_sequence(still, volume, spectral.displacements(volume, times), outdir,
                           fps=float(options.fps), source=volume.source, renderer=renderer, mask=mask,
                           bit_depth=options.bit_depth, video=options.video, progress=progress,
                           total=len(times))

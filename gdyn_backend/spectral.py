@@ -182,6 +182,18 @@ def displacement_at(volume: SpectralVolume, time_s: float, anchored: bool = True
     return motion_texture(volume, np.array([time_s]), anchored)[0]
 
 
+def displacements(volume: SpectralVolume, times_s, anchored: bool = True, chunk: int = 16):
+    """Forward displacements at many times, yielded one float32 [2, H, W] (pixels) at a time.
+
+    They are computed `chunk` at a time (one matrix product reads the whole
+    volume, so 16 frames cost about as much as one: 13 ms a frame becomes about
+    1 ms at 384x240 on the 2-core machine); memory holds `chunk` frames at most.
+    """
+    times_s = np.atleast_1d(np.asarray(times_s, np.float64))
+    for start in range(0, times_s.size, chunk):
+        yield from motion_texture(volume, times_s[start:start + chunk], anchored)
+
+
 def motion_texture(volume: SpectralVolume, times_s, anchored: bool = True) -> np.ndarray:
     """Forward displacements at many times, float32 [N, 2, H, W] in pixels.
 

@@ -44,8 +44,8 @@ def render_frames(rgb: np.ndarray, alpha: np.ndarray | None, volume: spectral.Sp
     renderer = DefaultRenderer(device="cpu")
     weights = spectral.mean_displacement_magnitude(volume)
     times = spectral.frame_times(num_frames, fps)
-    return np.stack([renderer.render(rgb, alpha, spectral.displacement_at(volume, t), weights)[0]
-                     for t in times])
+    return np.stack([renderer.render(rgb, alpha, displacement, weights)[0]
+                     for displacement in spectral.displacements(volume, times)])
 
 
 def _label(image: np.ndarray, text: str) -> np.ndarray:

@@ -15,7 +15,8 @@ from synthetic import synthetic_still
 
 from gdyn_backend.render import native
 from gdyn_backend.render.default import DefaultRenderer, render_batch
-from gdyn_backend.render.holes import _coarse_fill, _halved, _pushed, second_level_filled
+from gdyn_backend.render.holes import (FULL_COVERAGE, _coarse_fill, _halved, _pushed, second_level_filled,
+                                       stretch_samples)
 from gdyn_backend.render.splat import prepare_splat, splat_prepared
 
 if native.kernel() is None:
@@ -43,6 +44,8 @@ def _swaying_scene(h: int, w: int, seed: int = 0, amplitude: float = 6.0):
     coarse = rng.standard_normal((2, 4, 5)).astype(np.float32)
     flow = np.stack([cv2.resize(c, (w, h), interpolation=cv2.INTER_CUBIC) for c in coarse]) * amplitude
     flow[:, h // 3:h // 2, w // 4:w // 2] *= 3.0  # a block moving faster than its surroundings: holes open
+    ramp = np.clip(np.arange(w, dtype=np.float32) - 0.6 * w, 0, 0.1 * w)  # a region stretched 2x along x
+    flow[0, 2 * h // 3:] += ramp
     weights = np.sqrt((flow ** 2).sum(axis=0)).astype(np.float32)
     return rgb, np.ascontiguousarray(flow), weights
 
@@ -135,12 +138,13 @@ def test_default_renderer_frames_equal_the_portable_path(alpha):
     assert float(np.abs(native_rgb - plain_rgb).max()) < 2e-5
     if alpha:
         assert float(np.abs(native_alpha - plain_alpha).max()) < 2e-5
-    # the scene does open holes: the fill ran on both paths
-    renderer = DefaultRenderer(device="cpu")
+    # the scene opens holes of both kinds: the stretch fill and the push-pull fill ran on both paths
+    renderer = DefaultRenderer(device="cpu", native_kernel=False)
     renderer._prepare(rgb, a, weights)
     with torch.no_grad():
         _, coverage = splat_prepared(renderer._prepared, torch.from_numpy(flow)[None])
-    assert float((coverage < 0.5).float().mean()) > 0.002
+        stretched = stretch_samples(renderer._prepared, torch.from_numpy(flow)[None], coverage < FULL_COVERAGE)
+    assert float((coverage < 0.5).float().mean()) > 0.002 and stretched.pixels.numel() > 500
 
 
 def test_training_still_differentiates_through_the_torch_path():

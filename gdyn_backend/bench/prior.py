@@ -47,8 +47,8 @@ def run(table, quick: bool) -> None:
     def motion_only():
         volume = spectral.looped(sample_volume(small, preset, seed=0), frames, 30.0)
         spectral.mean_displacement_magnitude(volume)
-        for t in spectral.frame_times(frames, 30.0):
-            spectral.resample_displacement(spectral.displacement_at(volume, t), width, height)
+        for displacement in spectral.displacements(volume, spectral.frame_times(frames, 30.0)):
+            spectral.resample_displacement(displacement, width, height)
 
     t_motion = best_time(motion_only, repeats=1, warmup=0)
     table.add("prior", f"prior + {frames} displacement maps, {width}x{height}", f"{t_motion:.1f} s",

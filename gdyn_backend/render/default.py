@@ -26,8 +26,8 @@ import torch
 
 from gdyn_backend.device import torch_device
 from gdyn_backend.render import native
-from gdyn_backend.render.holes import (FULL_COVERAGE, STRETCH_MIN, HoleSamples, confidence_from_coverage,
-                                       push_pull_fill, second_level_filled, stretch_samples)
+from gdyn_backend.render.holes import (FULL_COVERAGE, NEWTON_STEPS, STRETCH_MIN, TEAR, HoleSamples,
+                                       confidence_from_coverage, push_pull_fill, second_level_filled, stretch_samples)
 from gdyn_backend.render.splat import (BORDER, NATIVE_PARALLEL_PIXELS, PACKED_CHANNELS, SplatSource, prepare_splat,
                                        splat_prepared)
 
@@ -80,9 +80,9 @@ def _splat_and_fill_native(prepared: SplatSource, flow: torch.Tensor, background
     of STRIP_ROWS rows (`gdyn_render_strip`, on several threads), each summing
     the sources that reach it, then dividing, finding the confidence, the
     fill's feed and the holes, writing its pixels and the fill's first pull
-    step. Then the stretch samples (`holes.stretch_samples`), the coarser
-    pull-push levels (`holes.second_level_filled`) and the fill at the hole
-    pixels only (`gdyn_fill_holes`).
+    step. Then, at the hole pixels only, the stretch samples
+    (`gdyn_stretch_sums`, as `holes.stretch_samples`), the coarser pull-push
+    levels (`holes.second_level_filled`) and the fill (`gdyn_fill_holes`).
     """
     kernel = native.kernel()
     b, _, h, w = flow.shape
@@ -97,7 +97,7 @@ def _splat_and_fill_native(prepared: SplatSource, flow: torch.Tensor, background
     strips = [(y0, min(h, y0 + STRIP_ROWS)) for y0 in range(0, h, STRIP_ROWS)]
     threads = min(threads, len(strips))
     scratch = [np.empty(STRIP_ROWS * pw * PACKED_CHANNELS, np.float32) for _ in range(threads)]
-    first_levels, starved = [], 0
+    items, starved = [], 0
     for item in range(b):
         fx, fy, values = flow[item, 0].numpy(), flow[item, 1].numpy(), prepared.packed[item].numpy()
         reach = np.empty((h, 2), np.int64)
@@ -116,21 +116,17 @@ def _splat_and_fill_native(prepared: SplatSource, flow: torch.Tensor, background
                        for y0, y1 in strips[thread::threads])
 
         starved += sum(native.run_parallel([lambda t=t: strips_of(t) for t in range(threads)], threads))
-        first_levels.append((half, half_alpha))
+        items.append((fx, fy, values, half, half_alpha))
     if starved == 0:  # every pixel feeds the fill: nothing to fill (as push_pull_fill)
         return picture
-    stretched = stretch_samples(prepared, flow, torch.from_numpy(holes.view(np.bool_))[:, None],
-                                torch.from_numpy(cells.view(np.bool_)))
-    for item, (half, half_alpha) in enumerate(first_levels):
+    for item, (fx, fy, values, half, half_alpha) in enumerate(items):
         pixels = np.flatnonzero(holes[item].view(np.bool_))  # (bool: several times faster than uint8)
-        has_sample, samples = np.zeros(pixels.size, np.uint8), np.zeros((pixels.size, colours), np.float32)
-        if stretched is not None and pixels.size:
-            mine = (stretched.pixels // (h * w) == item).numpy()
-            wanted = stretched.pixels.numpy()[mine] - item * h * w
-            at = np.minimum(np.searchsorted(pixels, wanted), pixels.size - 1)
-            found = pixels[at] == wanted
-            has_sample[at[found]] = 1
-            samples[at[found]] = stretched.values.numpy()[mine][found][:, :colours]
+        sums = np.zeros((pixels.size, colours + 1), np.float32)  # stretch samples: exp(Z) colour, exp(Z)
+        kernel.gdyn_stretch_sums(fx.ctypes.data, fy.ctypes.data, values.ctypes.data, h, w, colours,
+                                 cells[item].ctypes.data, holes[item].ctypes.data, pixels.ctypes.data, pixels.size,
+                                 STRETCH_MIN, TEAR, NEWTON_STEPS, sums.ctypes.data)
+        has_sample = (sums[:, colours] > 0).astype(np.uint8)
+        samples = sums[:, :colours] / np.maximum(sums[:, colours:], np.finfo(np.float32).tiny)
         second = second_level_filled(half, half_alpha)
         kernel.gdyn_fill_holes(confidence[item].ctypes.data, h, w, colours, pixels.ctypes.data, pixels.size,
                                has_sample.ctypes.data, samples.ctypes.data, half.ctypes.data, half_alpha.ctypes.data,

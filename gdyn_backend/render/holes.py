@@ -36,8 +36,8 @@ backward-warp fallback, and on a known stretch) are in the README.
 The functions here are the torch implementation (any device, autograd). The
 native CPU kernel computes the same fill (`splat_kernel.c`: the first pull
 step inside the strip pass, `second_level_filled` above it, the finest level
-at the holes) and the stretch candidates (`gdyn_source_rows`); the
-rasterization of stretched cells stays in torch on both paths.
+at the holes) and the stretch fill (`gdyn_source_rows` finds the candidate
+cells, `gdyn_stretch_sums` rasterizes them), each as the torch code here.
 """
 
 from __future__ import annotations
@@ -202,8 +202,7 @@ def push_pull_fill(image: torch.Tensor, confidence: torch.Tensor, source_weight:
     return out
 
 
-def stretch_samples(prepared: SplatSource, flow: torch.Tensor, holes: torch.Tensor,
-                    stretched: torch.Tensor | None = None) -> HoleSamples | None:
+def stretch_samples(prepared: SplatSource, flow: torch.Tensor, holes: torch.Tensor) -> HoleSamples | None:
     """The object's own colours for the holes that open where it stretches (module docstring).
 
     prepared: the splatted source (`splat.prepare_splat`), flow [B, 2, H, W] pixels,
@@ -211,9 +210,7 @@ def stretch_samples(prepared: SplatSource, flow: torch.Tensor, holes: torch.Tens
     (longest target edge in STRETCH_MIN..TEAR px, not folded) is rasterized; a
     hole pixel inside it gets the source's channels at the exact source point
     (bilinear, weighted by exp(Z) like the splat; where cells overlap, their
-    exp(Z)-weighted mean). stretched: the candidate cells [B, H-1, W-1] bool
-    (an edge landing longer than STRETCH_MIN) where the caller has them (the
-    native kernel), else None. Returns the filled holes as `HoleSamples` with
+    exp(Z)-weighted mean). Returns the filled holes as `HoleSamples` with
     values [K, C], or None when no hole lies in a stretched cell.
     """
     c2 = prepared.values.shape[2]
@@ -228,12 +225,11 @@ def stretch_samples(prepared: SplatSource, flow: torch.Tensor, holes: torch.Tens
         """Edges (1, 0) + (along, across) (or mirrored) longer than STRETCH_MIN."""
         return along.add_(1.0).square_().add_(across.square_()) > STRETCH_MIN ** 2
 
-    if stretched is None:
-        fx, fy = flow[:, 0], flow[:, 1]
-        long_x = long_edges(fx[:, :, 1:] - fx[:, :, :-1], fy[:, :, 1:] - fy[:, :, :-1])  # [B, H, W-1]
-        long_y = long_edges(fy[:, 1:] - fy[:, :-1], fx[:, 1:] - fx[:, :-1])  # [B, H-1, W]
-        stretched = long_x[:, :-1] | long_x[:, 1:] | long_y[:, :, :-1] | long_y[:, :, 1:]  # [B, H-1, W-1] cells
-        del long_x, long_y
+    fx, fy = flow[:, 0], flow[:, 1]
+    long_x = long_edges(fx[:, :, 1:] - fx[:, :, :-1], fy[:, :, 1:] - fy[:, :, :-1])  # [B, H, W-1]
+    long_y = long_edges(fy[:, 1:] - fy[:, :-1], fx[:, 1:] - fx[:, :-1])  # [B, H-1, W]
+    stretched = long_x[:, :-1] | long_x[:, 1:] | long_y[:, :, :-1] | long_y[:, :, 1:]  # [B, H-1, W-1] cells
+    del long_x, long_y
     cb, cy, cx = stretched.nonzero(as_tuple=True)
     if cb.numel() == 0:
         return None

@@ -87,6 +87,9 @@ def _build(source: bytes) -> tuple[ctypes.CDLL | None, str]:
     kernel.gdyn_splat_band.restype = None
     kernel.gdyn_source_rows.argtypes = [pointer, pointer, size, size, ctypes.c_float, size, size, pointer, pointer]
     kernel.gdyn_source_rows.restype = None
+    kernel.gdyn_stretch_sums.argtypes = [pointer, pointer, pointer, size, size, size, pointer, pointer, pointer, size,
+                                         ctypes.c_float, ctypes.c_float, size, pointer]
+    kernel.gdyn_stretch_sums.restype = None
     kernel.gdyn_render_strip.argtypes = [pointer, pointer, pointer, pointer, size, size, size, size, pointer, size,
                                          ctypes.c_float, ctypes.c_float, pointer, pointer, pointer, pointer, pointer]
     kernel.gdyn_render_strip.restype = size

@@ -419,3 +419,88 @@ void gdyn_source_rows(const float *flow_x, const float *flow_y, int64_t height, 
         }
     }
 }
+
+/* The stretch fill (holes.stretch_samples) for one image: every candidate cell (cells, from
+ * gdyn_source_rows) whose longest landing edge is at most `tear` pixels and which is not
+ * folded is rasterized; each hole pixel inside it (holes [H*W]; pixels [count], their flat
+ * indices, ascending) gets the source's channels at the exact source point (inverse
+ * bilinear map by newton_steps Newton steps from the cell's centre), weighted by exp(Z):
+ * sums [count, colours + 1] (zeroed by the caller) gains (exp(Z) colour..., exp(Z)) there.
+ * values: the packed source [H*W, 8] (exp(Z) colour..., exp(Z) Z/sharpness, exp(Z), 1). */
+void gdyn_stretch_sums(const float *flow_x, const float *flow_y, const float *values, int64_t height, int64_t width,
+                       int64_t colours, const uint8_t *cells, const uint8_t *holes, const int64_t *pixels,
+                       int64_t count, float stretch_min, float tear, int64_t newton_steps, float *sums) {
+    const int64_t weight = colours + 1;  /* exp(Z) in values */
+    for (int64_t cy = 0; cy + 1 < height; ++cy) {
+        for (int64_t cx = 0; cx + 1 < width; ++cx) {
+            if (!cells[cy * (width - 1) + cx]) continue;
+            const int64_t p00 = cy * width + cx, p10 = p00 + 1, p01 = p00 + width, p11 = p01 + 1;
+            const float t00x = flow_x[p00] + (float)cx, t00y = flow_y[p00] + (float)cy;
+            const float t10x = flow_x[p10] + (float)(cx + 1), t10y = flow_y[p10] + (float)cy;
+            const float t01x = flow_x[p01] + (float)cx, t01y = flow_y[p01] + (float)(cy + 1);
+            const float t11x = flow_x[p11] + (float)(cx + 1), t11y = flow_y[p11] + (float)(cy + 1);
+            const float edges[4][2] = {{t10x - t00x, t10y - t00y}, {t11x - t01x, t11y - t01y},
+                                       {t01x - t00x, t01y - t00y}, {t11x - t10x, t11y - t10y}};
+            float longest = 0.0f;
+            for (int e = 0; e < 4; ++e) {
+                const float length = sqrtf(edges[e][0] * edges[e][0] + edges[e][1] * edges[e][1]);
+                longest = length > longest ? length : longest;
+            }
+            if (!(longest > stretch_min && longest <= tear)) continue;
+            /* P(u, v) = t00 + eu u + ev v + ec u v is one-to-one on the cell when its Jacobian
+             * determinant is positive at the four corners. */
+            const float eux = t10x - t00x, euy = t10y - t00y, evx = t01x - t00x, evy = t01y - t00y;
+            const float ecx = t11x - t10x - t01x + t00x, ecy = t11y - t10y - t01y + t00y;
+#define CROSS(ax, ay, bx, by) ((ax) * (by) - (ay) * (bx))
+            if (!(CROSS(eux, euy, evx, evy) > 0.0f && CROSS(eux, euy, evx + ecx, evy + ecy) > 0.0f
+                  && CROSS(eux + ecx, euy + ecy, evx, evy) > 0.0f
+                  && CROSS(eux + ecx, euy + ecy, evx + ecx, evy + ecy) > 0.0f)) continue;
+#undef CROSS
+            const float min_x = fminf(fminf(t00x, t10x), fminf(t01x, t11x));
+            const float max_x = fmaxf(fmaxf(t00x, t10x), fmaxf(t01x, t11x));
+            const float min_y = fminf(fminf(t00y, t10y), fminf(t01y, t11y));
+            const float max_y = fmaxf(fmaxf(t00y, t10y), fmaxf(t01y, t11y));
+            const int64_t x0 = (int64_t)floorf(min_x), x1 = (int64_t)floorf(max_x);
+            const int64_t y0 = (int64_t)floorf(min_y), y1 = (int64_t)floorf(max_y);
+            for (int64_t qy = y0 < 0 ? 0 : y0; qy <= y1 && qy < height; ++qy) {
+                for (int64_t qx = x0 < 0 ? 0 : x0; qx <= x1 && qx < width; ++qx) {
+                    const int64_t q = qy * width + qx;
+                    if (!holes[q]) continue;
+                    float u = 0.5f, v = 0.5f, rx = 0.0f, ry = 0.0f;
+                    for (int64_t step = 0; step <= newton_steps; ++step) {
+                        rx = t00x + eux * u + evx * v + ecx * (u * v) - (float)qx;
+                        ry = t00y + euy * u + evy * v + ecy * (u * v) - (float)qy;
+                        if (step == newton_steps) break;
+                        const float dux = eux + ecx * v, duy = euy + ecy * v;  /* columns of the Jacobian */
+                        const float dvx = evx + ecx * u, dvy = evy + ecy * u;
+                        float det = dux * dvy - duy * dvx;
+                        det = det > 1e-6f ? det : 1e-6f;
+                        const float du = (dvy * rx - dvx * ry) / det, dv = (dux * ry - duy * rx) / det;
+                        u -= du;
+                        v -= dv;
+                    }
+                    if (!(u >= -1e-4f && u <= 1.0f + 1e-4f && v >= -1e-4f && v <= 1.0f + 1e-4f
+                          && fabsf(rx) < 1e-3f && fabsf(ry) < 1e-3f)) continue;
+                    u = u < 0.0f ? 0.0f : (u > 1.0f ? 1.0f : u);
+                    v = v < 0.0f ? 0.0f : (v > 1.0f ? 1.0f : v);
+                    /* the hole's slot: binary search in the ascending pixels */
+                    int64_t lo = 0, hi = count;
+                    while (lo < hi) {
+                        const int64_t mid = (lo + hi) / 2;
+                        if (pixels[mid] < q) lo = mid + 1; else hi = mid;
+                    }
+                    if (lo == count || pixels[lo] != q) continue;
+                    float *sum = sums + lo * (colours + 1);
+                    const float *a = values + p00 * CHANNELS, *b = values + p10 * CHANNELS;
+                    const float *c = values + p01 * CHANNELS, *d = values + p11 * CHANNELS;
+                    for (int64_t k = 0; k <= colours; ++k) {
+                        const int64_t channel = k < colours ? k : weight;
+                        const float top = a[channel] + u * (b[channel] - a[channel]);
+                        const float bottom = c[channel] + u * (d[channel] - c[channel]);
+                        sum[k] += top + v * (bottom - top);
+                    }
+                }
+            }
+        }
+    }
+}
