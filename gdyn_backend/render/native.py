@@ -1,15 +1,15 @@
-"""The native CPU splat kernel (`splat_kernel.c`): built on first use, cached, optional.
+"""The native CPU renderer kernel (`splat_kernel.c`): built on first use, cached, optional.
 
 gdyn ships the kernel's C source (package data), not a compiled library, so
-the wheel stays one file for every platform. The first process that splats
+the wheel stays one file for every platform. The first process that renders
 on the CPU compiles it with the machine's C compiler (`$CC`, else `cc`,
-`gcc` or `clang`; about a second) into the user cache folder, keyed by the
-source, the compiler and the machine, and loads it with ctypes; later
-processes load the cached library. Where no compiler works (most Windows
-machines, a Mac without the command-line tools), `kernel()` returns None and
-the splat sums with scipy.sparse: the same result, 2-4x slower (README,
-"Performance"). `GDYN_NATIVE=0` turns the kernel off; `status()` says which
-path runs (`gdyn info`, `gdyn bench`).
+`gcc` or `clang`; 2 s on the 2-core machine) into the user cache folder,
+keyed by the source, the compiler and the machine, and loads it with ctypes;
+later processes load the cached library. Where no compiler works (most
+Windows machines, a Mac without the command-line tools), `kernel()` returns
+None and the renderer runs on the portable path (scipy.sparse and torch): the
+same frames, 2-3x slower (README, "Performance"). `GDYN_NATIVE=0` turns the
+kernel off; `status()` says which path runs (`gdyn info`, `gdyn bench`).
 """
 
 from __future__ import annotations

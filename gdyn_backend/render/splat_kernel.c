@@ -1,8 +1,10 @@
-/* Softmax splatting's sums in one pass over the sources: gdyn's native CPU kernel.
+/* gdyn's native CPU kernel: the default renderer (softmax splat, stretch fill, push-pull fill).
  *
  * Built on first use by gdyn_backend/render/native.py with the machine's C
  * compiler and loaded with ctypes (no Python headers, no torch headers); where
- * no compiler works, gdyn sums with scipy.sparse instead (same result, slower).
+ * no compiler works, gdyn renders on the portable path (scipy.sparse and torch:
+ * the same frames to float rounding, slower). Each function below computes what
+ * a named piece of splat.py, holes.py or default.py computes, and says which.
  * See splat.py for what is summed: each source pixel p lands at
  * t = p + flow(p), clamped to [-BORDER, W+BORDER-1] x [-BORDER, H+BORDER-1]
  * (NaN lands on the low border), and adds values(p) [8 floats] times the four
