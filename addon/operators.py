@@ -74,9 +74,15 @@ def progress_text(verb: str, job) -> str:
 
 
 def describe_backend(info: dict) -> str:
-    """The Check Backend report of an `info` result, with the version note if any."""
+    """The Check Backend report of an `info` result, with the version note if any.
+
+    The CPU renderer's path is named: "native kernel", or "portable (why)" so that
+    an artist learns how to get the faster one (a C compiler)."""
+    renderer = str(info.get("cpu renderer", "unknown"))
+    if renderer.startswith("native kernel"):
+        renderer = "native kernel"
     text = (f"GDyn backend: gdyn {info.get('gdyn')} (protocol {PROTOCOL_VERSION}), torch {info.get('torch')}, "
-            f"device {info.get('device')}, python {info.get('python')}")
+            f"device {info.get('device')}, CPU renderer {renderer}, python {info.get('python')}")
     note = session.version_note()
     return text + (f"; {note}" if note else "")
 

@@ -401,3 +401,13 @@ def test_switching_away_from_a_hung_backend_never_blocks(gdyn, scene, tmp_path, 
         poll_until(lambda: None, lambda: not Path(f"/proc/{pid}").exists(), 10, "the hung backend's end")
     finally:
         prefs.backend_python = BACKEND_PYTHON
+
+
+def test_check_backend_names_the_cpu_renderers_path(gdyn):
+    """The report says which CPU renderer the backend runs, and why it is the slower one."""
+    info = {"gdyn": "0.1.0", "torch": "2.13.0", "device": "cpu", "python": "3.11.7"}
+    native = gdyn.operators.describe_backend({**info, "cpu renderer": "native kernel (cc, /home/a/.cache/gdyn/k.so)"})
+    portable = gdyn.operators.describe_backend({**info, "cpu renderer": "portable (no C compiler found: set CC)"})
+    assert "CPU renderer native kernel," in native and ".cache" not in native
+    assert "CPU renderer portable (no C compiler found: set CC)," in portable
+
