@@ -46,14 +46,49 @@ CANCEL_GRACE_S = 5.0  # a backend that has not answered a cancel by then is hung
 HANDSHAKE_TIMEOUT_S = 120.0  # from start to the handshake's answer (importing torch on a busy CPU)
 READY_BANNER = re.compile(r"^gdyn serve \S+: ready\b")  # the backend's start-up line, never a cause
 MISSING_GDYN = re.compile(r"No module named '?gdyn_backend'?")
+EXIT_WAIT_S = 2.0  # at interpreter exit: the longest wait for a backend to end, and for each helper thread
+_backends: set[subprocess.Popen] = set()  # backends started and not seen to end; ended at interpreter exit
 _reaped: set[subprocess.Popen] = set()  # stopped backends not yet gone; killed at interpreter exit
+_helpers: set[threading.Thread] = set()  # reader and reaper threads; joined at interpreter exit
+
+
+def start_helper(target: Callable, *args) -> threading.Thread:
+    """Start `target(*args)` in a daemon thread that the interpreter's exit waits for (see
+    `_end_backends`) while it runs; the thread."""
+
+    def run() -> None:
+        try:
+            target(*args)
+        finally:
+            _helpers.discard(thread)
+
+    thread = threading.Thread(target=run, daemon=True)
+    _helpers.add(thread)
+    thread.start()
+    return thread
 
 
 @atexit.register
-def _kill_reaped() -> None:
-    for proc in list(_reaped):
-        if proc.poll() is None:
+def _end_backends() -> None:
+    """Blender quits: end every backend this add-on started (end of input: a running job is
+    cancelled and its partial output removed; killed after `EXIT_WAIT_S`), stopped ones at once,
+    then let every helper thread end. A thread still reading a pipe while Python finalizes
+    crashes Blender 4.2's exit and hangs 4.5's (tests/test_addon_blender.py)."""
+    for proc in list(_backends):
+        if proc in _reaped and proc.poll() is None:
             proc.kill()
+        try:
+            proc.stdin.close()
+        except (OSError, ValueError):
+            pass
+    for proc in list(_backends):
+        try:
+            proc.wait(timeout=EXIT_WAIT_S)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    for thread in list(_helpers):
+        thread.join(timeout=EXIT_WAIT_S)
 
 
 def _reap(proc: subprocess.Popen, grace: float) -> None:
@@ -64,6 +99,7 @@ def _reap(proc: subprocess.Popen, grace: float) -> None:
         proc.kill()
         proc.wait()
     _reaped.discard(proc)
+    _backends.discard(proc)
 
 
 def child_environment(extra: dict[str, str] | None = None) -> dict[str, str]:
@@ -188,9 +224,9 @@ class BackendClient:
         except OSError as exc:
             raise BackendError(f"cannot start the backend {self.python}: {exc.strerror or exc}") from None
         self._proc = proc
-        threading.Thread(target=self._read_stdout, args=(proc, self._replies), daemon=True).start()
-        self._stderr_reader = threading.Thread(target=self._read_stderr, args=(proc,), daemon=True)
-        self._stderr_reader.start()
+        _backends.add(proc)
+        start_helper(self._read_stdout, proc, self._replies)
+        self._stderr_reader = start_helper(self._read_stderr, proc)
         self.backend, self._held = None, {}
         self._started_at, self._cancel_deadline = time.monotonic(), None
         self._handshake = self._take_id()
@@ -227,7 +263,7 @@ class BackendClient:
             except BackendError:
                 pass
             _reaped.add(proc)
-            threading.Thread(target=_reap, args=(proc, grace), daemon=True).start()
+            start_helper(_reap, proc, grace)
         self._fail_all(reason)
         self._proc, self.backend, self._handshake, self._cancel_deadline = None, None, None, None
 

@@ -38,7 +38,7 @@ import zipfile
 from pathlib import Path
 from typing import Callable
 
-from .backend_client import child_environment
+from .backend_client import child_environment, start_helper
 
 NEEDED_PYTHON = (3, 11)
 OUTPUT_LINES_KEPT = 40
@@ -187,8 +187,7 @@ class Setup:
             self._fail(f"cannot run {culprit}: {exc.strerror or exc}; choose a Python 3.11 under {PYTHON_CHOICE}"
                        if culprit == self.source_python else f"{step.label} failed: {exc.strerror or exc}")
             return
-        self._reader = threading.Thread(target=self._read, args=(self._proc,), daemon=True)
-        self._reader.start()
+        self._reader = start_helper(self._read, self._proc)
 
     def _read(self, proc: subprocess.Popen) -> None:
         for line in proc.stdout:
@@ -234,10 +233,8 @@ class Setup:
 
     def _remove_in_background(self, path: Path, then: Callable[[], None]) -> None:
         """Remove `path` (a folder of maybe 1 GB) in a thread; `then()` runs in `poll` after."""
-        self._cleanup = threading.Thread(target=shutil.rmtree, args=(path,), kwargs={"ignore_errors": True},
-                                         daemon=True)
+        self._cleanup = start_helper(shutil.rmtree, path, True)  # ignore_errors
         self._after_cleanup = then
-        self._cleanup.start()
 
     # -- what went wrong -------------------------------------------------------
 

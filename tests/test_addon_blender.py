@@ -13,6 +13,8 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import subprocess
+import sys
 import tomllib
 from pathlib import Path
 
@@ -304,3 +306,35 @@ def test_preset_menu_lists_the_backends_presets_and_files_keep_the_name(gdyn, wa
     finally:
         gdyn.session.shutdown()  # the next backend reads the shipped presets again
         bpy.ops.wm.read_homefile(use_empty=True)
+
+
+QUIT_SCRIPT = """
+import sys, time
+sys.path.insert(0, sys.argv[1])
+import bpy
+import addon_utils  # on the path once bpy is imported
+module = addon_utils.enable("addon", default_set=True, handle_error=None)
+bpy.context.preferences.addons["addon"].preferences.backend_python = sys.argv[2]
+assert bpy.ops.gdyn.check_backend() == {"FINISHED"}
+deadline = time.monotonic() + 120
+while module.session.busy() and time.monotonic() < deadline:
+    module.session.poll()
+    time.sleep(0.01)
+assert not module.session.busy(), "the backend did not answer"
+if sys.argv[3] == "disable":
+    addon_utils.disable("addon", default_set=True)  # stops the backend; its threads still run
+print("quitting")
+"""
+
+
+@pytest.mark.parametrize("how", ["disable", "running"])
+def test_blender_quits_cleanly_right_after_the_backend_answered(tmp_path, how):
+    """Quit Blender (here: its Python exits) while the backend's reader threads still run, after
+    disabling the add-on or with the backend running: exit status 0. bpy 4.2 crashed in this exit
+    (SIGSEGV freeing its panels after Python had finalized) and 4.5 hung, until the add-on ended its
+    backends and threads at exit."""
+    root = Path(__file__).resolve().parents[1]
+    proc = subprocess.run([sys.executable, "-c", QUIT_SCRIPT, str(root), BACKEND_PYTHON, how],
+                          capture_output=True, text=True, timeout=120)  # a hang fails here
+    assert "quitting" in proc.stdout, proc.stderr[-2000:]
+    assert proc.returncode == 0, f"exit status {proc.returncode}: {proc.stderr[-2000:]}"
