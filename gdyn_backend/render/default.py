@@ -81,8 +81,9 @@ def _splat_and_fill_native(prepared: SplatSource, flow: torch.Tensor, background
     the sources that reach it, then dividing, finding the confidence, the
     fill's feed and the holes, writing its pixels and the fill's first pull
     step. Then, at the hole pixels only, the stretch samples
-    (`gdyn_stretch_sums`, as `holes.stretch_samples`), the coarser pull-push
-    levels (`holes.second_level_filled`) and the fill (`gdyn_fill_holes`).
+    (`gdyn_stretch_sums`, as `holes.stretch_samples`) while the coarser
+    pull-push levels are made (`holes.second_level_filled`), and the fill
+    (`gdyn_fill_holes`, the hole pixels shared among the threads).
     """
     kernel = native.kernel()
     b, _, h, w = flow.shape
@@ -122,17 +123,20 @@ def _splat_and_fill_native(prepared: SplatSource, flow: torch.Tensor, background
     for item, (fx, fy, values, half, half_alpha) in enumerate(items):
         pixels = np.flatnonzero(holes[item].view(np.bool_))  # (bool: several times faster than uint8)
         sums = np.zeros((pixels.size, colours + 1), np.float32)  # stretch samples: exp(Z) colour, exp(Z)
-        kernel.gdyn_stretch_sums(fx.ctypes.data, fy.ctypes.data, values.ctypes.data, h, w, colours,
-                                 cells[item].ctypes.data, holes[item].ctypes.data, pixels.ctypes.data, pixels.size,
-                                 STRETCH_MIN, TEAR, NEWTON_STEPS, sums.ctypes.data)
+        _, second = native.run_parallel([  # the stretch samples and the coarse levels at once
+            lambda: kernel.gdyn_stretch_sums(fx.ctypes.data, fy.ctypes.data, values.ctypes.data, h, w, colours,
+                                             cells[item].ctypes.data, holes[item].ctypes.data, pixels.ctypes.data,
+                                             pixels.size, STRETCH_MIN, TEAR, NEWTON_STEPS, sums.ctypes.data),
+            lambda: second_level_filled(half, half_alpha)], threads)
         has_sample = (sums[:, colours] > 0).astype(np.uint8)
         samples = sums[:, :colours] / np.maximum(sums[:, colours:], np.finfo(np.float32).tiny)
-        second = second_level_filled(half, half_alpha)
-        kernel.gdyn_fill_holes(confidence[item].ctypes.data, h, w, colours, pixels.ctypes.data, pixels.size,
-                               has_sample.ctypes.data, samples.ctypes.data, half.ctypes.data, half_alpha.ctypes.data,
-                               half_h, half_w, None if second is None else second.ctypes.data,
-                               0 if second is None else second.shape[0], 0 if second is None else second.shape[1],
-                               picture[item].ctypes.data)
+        second_shape = (0, 0) if second is None else second.shape[:2]
+        bounds = np.linspace(0, pixels.size, threads + 1).astype(np.int64)  # the hole pixels, in parts
+        native.run_parallel([lambda k0=int(k0), k1=int(k1): kernel.gdyn_fill_holes(
+            confidence[item].ctypes.data, h, w, colours, pixels.ctypes.data + k0 * pixels.itemsize, k1 - k0,
+            has_sample.ctypes.data + k0, samples.ctypes.data + k0 * colours * samples.itemsize,
+            half.ctypes.data, half_alpha.ctypes.data, half_h, half_w, None if second is None else second.ctypes.data,
+            *second_shape, picture[item].ctypes.data) for k0, k1 in zip(bounds[:-1], bounds[1:])], threads)
     return picture
 
 
