@@ -46,10 +46,9 @@ CANCEL_GRACE_S = 5.0  # a backend that has not answered a cancel by then is hung
 HANDSHAKE_TIMEOUT_S = 120.0  # from start to the handshake's answer (importing torch on a busy CPU)
 READY_BANNER = re.compile(r"^gdyn serve \S+: ready\b")  # the backend's start-up line, never a cause
 MISSING_GDYN = re.compile(r"No module named '?gdyn_backend'?")
-EXIT_WAIT_S = 2.0  # at interpreter exit: the longest wait for a backend to end, and for each helper thread
-_backends: set[subprocess.Popen] = set()  # backends started and not seen to end; ended at interpreter exit
-_reaped: set[subprocess.Popen] = set()  # stopped backends not yet gone; killed at interpreter exit
-_helpers: set[threading.Thread] = set()  # reader and reaper threads; joined at interpreter exit
+EXIT_WAIT_S = 2.0  # at interpreter exit: how long backends and helper threads get to end
+_backends: set[subprocess.Popen] = set()  # backends started and not yet seen to end; ended at interpreter exit
+_helpers: set[threading.Thread] = set()  # reader and reaper threads still running; joined at interpreter exit
 
 
 def start_helper(target: Callable, *args) -> threading.Thread:
@@ -71,24 +70,23 @@ def start_helper(target: Callable, *args) -> threading.Thread:
 @atexit.register
 def _end_backends() -> None:
     """Blender quits: end every backend this add-on started (end of input: a running job is
-    cancelled and its partial output removed; killed after `EXIT_WAIT_S`), stopped ones at once,
-    then let every helper thread end. A thread still reading a pipe while Python finalizes
-    crashes Blender 4.2's exit and hangs 4.5's (tests/test_addon_blender.py)."""
+    cancelled and its partial output removed; killed when not gone within `EXIT_WAIT_S`), then
+    let every helper thread end. A thread still reading a pipe while Python finalizes crashes
+    Blender 4.2's exit and hangs 4.5's (tests/test_addon_blender.py)."""
+    deadline = time.monotonic() + EXIT_WAIT_S
     for proc in list(_backends):
-        if proc in _reaped and proc.poll() is None:
-            proc.kill()
         try:
             proc.stdin.close()
         except (OSError, ValueError):
             pass
     for proc in list(_backends):
         try:
-            proc.wait(timeout=EXIT_WAIT_S)
+            proc.wait(timeout=max(0.0, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
     for thread in list(_helpers):
-        thread.join(timeout=EXIT_WAIT_S)
+        thread.join(timeout=max(0.0, deadline - time.monotonic()) + 0.5)
 
 
 def _reap(proc: subprocess.Popen, grace: float) -> None:
@@ -98,7 +96,6 @@ def _reap(proc: subprocess.Popen, grace: float) -> None:
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait()
-    _reaped.discard(proc)
     _backends.discard(proc)
 
 
@@ -224,6 +221,7 @@ class BackendClient:
         except OSError as exc:
             raise BackendError(f"cannot start the backend {self.python}: {exc.strerror or exc}") from None
         self._proc = proc
+        _backends.difference_update([ended for ended in _backends if ended.poll() is not None])
         _backends.add(proc)
         start_helper(self._read_stdout, proc, self._replies)
         self._stderr_reader = start_helper(self._read_stderr, proc)
@@ -262,7 +260,6 @@ class BackendClient:
                 self._send({"id": 0, "method": "shutdown", "params": {}})
             except BackendError:
                 pass
-            _reaped.add(proc)
             start_helper(_reap, proc, grace)
         self._fail_all(reason)
         self._proc, self.backend, self._handshake, self._cancel_deadline = None, None, None, None

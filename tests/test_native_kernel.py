@@ -134,11 +134,12 @@ def test_default_renderer_frames_equal_the_portable_path(alpha, threads):
     h, w = 288, 512
     rgb, flow, weights = _swaying_scene(h, w)
     a = np.linspace(0, 1, h * w, dtype=np.float32).reshape(h, w) if alpha else None
+    before = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
         native_rgb, native_alpha = DefaultRenderer(device="cpu").render(rgb, a, flow, weights)
     finally:
-        torch.set_num_threads(2)
+        torch.set_num_threads(before)
     plain_rgb, plain_alpha = DefaultRenderer(device="cpu", native_kernel=False).render(rgb, a, flow, weights)
     assert float(np.abs(native_rgb - plain_rgb).max()) < 2e-5
     if alpha:
