@@ -40,13 +40,78 @@ def test_png_writer_keeps_16_bit_and_alpha(tmp_path):
     np.testing.assert_allclose(back.alpha, alpha, atol=1 / 65535)
 
 
-def test_displacement_exr_round_trip(tmp_path):
-    d = np.random.default_rng(0).normal(0, 3, (2, 11, 13)).astype(np.float32)
-    io.write_displacement_exr(tmp_path / "d.exr", d)
-    assert np.array_equal(io.read_displacement_exr(tmp_path / "d.exr"), d)
-    raw = cv2.imread(str(tmp_path / "d.exr"), cv2.IMREAD_UNCHANGED)
-    assert np.array_equal(raw[:, :, 2], d[0])  # R = x
-    assert np.array_equal(raw[:, :, 1], d[1])  # G = y
+def test_png_writer_rounds_clips_and_zeroes_nan(tmp_path):
+    """Each channel is scaled by 255 and rounded (not only the first: OpenCV's scalar trap); values
+    outside 0..1 are clipped; NaN is written as 0. Channel order survives (RGB in, RGB back)."""
+    rgb = np.array([[[0.2, 0.5, 1.0], [-0.5, 1.7, np.nan], [0.1 / 255, 0.6 / 255, 254.4 / 255]]], np.float32)
+    io.write_png(tmp_path / "f.png", rgb)
+    back = np.rint(io.read_image(tmp_path / "f.png").rgb * 255).astype(int)
+    assert back.tolist() == [[[51, 128, 255], [0, 255, 0], [0, 1, 254]]]
+
+
+def _exr_channels(path) -> list[str]:
+    """The channel names in an EXR file's header (its chlist attribute)."""
+    data = path.read_bytes()
+    start = data.index(b"channels\0chlist\0") + len(b"channels\0chlist\0") + 4
+    names, at = [], start
+    while data[at] != 0:
+        end = data.index(b"\0", at)
+        names.append(data[at:end].decode())
+        at = end + 1 + 16
+    return names
+
+
+def _maps(rng) -> dict[str, np.ndarray]:
+    """Displacement maps whose RLE chunks take every path: incompressible rows (stored as they
+    are), pinned rows (runs longer than one count byte says), short runs among literals, width 1."""
+    noise = rng.normal(0, 3, (2, 11, 13))
+    pinned = np.zeros((2, 7, 300))
+    patches = np.zeros((2, 30, 1000))
+    patches[:, :, 200:600] = rng.normal(0, 2, (2, 30, 400))
+    patches[:, 5] = 1.5
+    patches[:, 9, ::3] = 0.25  # runs of two among literals
+    scattered = np.where(rng.random((2, 40, 700)) < 0.5, 0, rng.normal(0, 5, (2, 40, 700)))
+    half_pinned = rng.normal(0, 5, (2, 40, 700)) * (np.arange(700) >= 350)  # a still left half
+    column = rng.normal(0, 1, (2, 5, 1))
+    return {name: m.astype(np.float32) for name, m in (("noise", noise), ("pinned", pinned), ("patches", patches),
+                                                       ("scattered", scattered), ("half_pinned", half_pinned),
+                                                       ("column", column))}
+
+
+@pytest.mark.parametrize("path", ["native", "portable"])
+def test_displacement_exr_round_trip(tmp_path, monkeypatch, path):
+    """Read back bit for bit by OpenEXR (through OpenCV) on both writers, R = x and G = y: the
+    native writer's own RLE chunks in a two-channel file, OpenCV's three-channel one (B = 0)
+    where there is no kernel. Pinned pixels cost almost nothing; both files are the same size."""
+    from gdyn_backend.render import native
+
+    if path == "portable":
+        monkeypatch.setattr(native, "kernel", lambda: None)
+    elif native.kernel() is None:
+        pytest.skip(f"no native kernel here: {native.status()}")
+    for name, d in _maps(np.random.default_rng(0)).items():
+        file = tmp_path / f"{name}.exr"
+        io.write_displacement_exr(file, d)
+        assert np.array_equal(io.read_displacement_exr(file), d), name
+        raw = cv2.imread(str(file), cv2.IMREAD_UNCHANGED)
+        assert np.array_equal(raw[:, :, 2], d[0]) and np.array_equal(raw[:, :, 1], d[1]), name  # R = x, G = y
+        assert _exr_channels(file) == (["G", "R"] if path == "native" else ["B", "G", "R"]), name
+    sizes = {name: (tmp_path / f"{name}.exr").stat().st_size for name in ("pinned", "half_pinned")}
+    assert sizes["pinned"] < 0.05 * 2 * 4 * 7 * 300 + 1000
+    assert sizes["half_pinned"] < 0.7 * 2 * 4 * 40 * 700  # half the pixels pinned: ~half the bytes
+
+
+def test_native_and_portable_displacement_files_are_the_same_size(tmp_path, monkeypatch):
+    from gdyn_backend.render import native
+
+    if native.kernel() is None:
+        pytest.skip(f"no native kernel here: {native.status()}")
+    d = _maps(np.random.default_rng(1))["scattered"]
+    io.write_displacement_exr(tmp_path / "native.exr", d)
+    monkeypatch.setattr(native, "kernel", lambda: None)
+    io.write_displacement_exr(tmp_path / "portable.exr", d)
+    native_size, portable_size = ((tmp_path / f"{n}.exr").stat().st_size for n in ("native", "portable"))
+    assert abs(native_size / portable_size - 1) < 0.05
 
 
 def test_bad_images_give_one_clear_error(tmp_path):

@@ -167,7 +167,7 @@ def test_kernel_is_built_once_then_loaded_from_the_cache(fresh_kernel_state):
     """The first use compiles into the cache folder (whole or nothing: no temporary is left);
     a new process (here: a reset) loads that library without compiling again."""
     assert native.kernel() is not None and native.status().startswith("native kernel")
-    (library,) = fresh_kernel_state.glob("splat_kernel-*")
+    (library,) = fresh_kernel_state.glob("gdyn_kernel-*")
     assert [p.name for p in fresh_kernel_state.iterdir()] == [library.name]
     built = library.stat().st_mtime_ns
     native.reset()

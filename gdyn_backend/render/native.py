@@ -1,5 +1,7 @@
-"""The native CPU renderer kernel (`splat_kernel.c`): built on first use, cached, optional.
+"""The native CPU kernel: built on first use, cached, optional.
 
+One library from two C files: `splat_kernel.c`, the default renderer, and
+`exr_rle.c`, the RLE chunks of the displacement maps' EXR files (`io.py`).
 gdyn ships the kernel's C source (package data), not a compiled library, so
 the wheel stays one file for every platform. The first process that renders
 on the CPU compiles it with the machine's C compiler (`$CC`, else `cc`,
@@ -8,7 +10,8 @@ keyed by the source, the compiler and the machine, and loads it with ctypes;
 later processes load the cached library. Where no compiler works (most
 Windows machines, a Mac without the command-line tools), `kernel()` returns
 None and the renderer runs on the portable path (scipy.sparse and torch): the
-same frames, 2-3x slower (README, "Performance"). `GDYN_NATIVE=0` turns the
+same frames, 2-3x slower (README, "Performance"); the maps are then written by
+OpenCV (three channels, B = 0, 5x slower). `GDYN_NATIVE=0` turns the
 kernel off; `status()` says which path runs (`gdyn info`, `gdyn bench`).
 """
 
@@ -26,7 +29,7 @@ import threading
 from importlib import resources
 from pathlib import Path
 
-SOURCE = "splat_kernel.c"
+SOURCES = ("splat_kernel.c", "exr_rle.c")
 COMPILE_SECONDS = 120  # a compiler that takes longer is treated as broken
 _lock = threading.Lock()
 _state: dict = {}  # "kernel": the loaded library or None; "status": one line
@@ -47,7 +50,7 @@ def _compiler() -> str | None:
     return None
 
 
-def _build(source: bytes) -> tuple[ctypes.CDLL | None, str]:
+def _build(sources: dict[str, bytes]) -> tuple[ctypes.CDLL | None, str]:
     """Compile (or find in the cache) and load the kernel: (library or None, status line)."""
     compiler = _compiler()
     if compiler is None:
@@ -58,17 +61,19 @@ def _build(source: bytes) -> tuple[ctypes.CDLL | None, str]:
     except (OSError, subprocess.SubprocessError) as exc:
         return None, f"portable (the C compiler {compiler} does not run: {exc})"
     flags = ["-O3", "-std=c11", "-shared", "-fPIC"]
-    key = hashlib.sha256(b"\0".join([source, compiler.encode(), "".join(version).encode(), " ".join(flags).encode(),
-                                     platform.machine().encode(), sys.platform.encode()])).hexdigest()[:16]
+    key = hashlib.sha256(b"\0".join([*sources.values(), compiler.encode(), "".join(version).encode(),
+                                     " ".join(flags).encode(), platform.machine().encode(),
+                                     sys.platform.encode()])).hexdigest()[:16]
     suffix = ".dll" if sys.platform == "win32" else ".so"
-    library = cache_dir() / f"splat_kernel-{key}{suffix}"
+    library = cache_dir() / f"gdyn_kernel-{key}{suffix}"
     if not library.exists():
         try:
             library.parent.mkdir(parents=True, exist_ok=True)
             with tempfile.TemporaryDirectory(dir=library.parent) as work:
-                c_file, built = Path(work) / SOURCE, Path(work) / f"kernel{suffix}"
-                c_file.write_bytes(source)
-                done = subprocess.run([compiler, *flags, "-o", str(built), str(c_file), "-lm"],
+                built, files = Path(work) / f"kernel{suffix}", [Path(work) / name for name in sources]
+                for file, text in zip(files, sources.values()):
+                    file.write_bytes(text)
+                done = subprocess.run([compiler, *flags, "-o", str(built), *map(str, files), "-lm"],
                                       capture_output=True, text=True, timeout=COMPILE_SECONDS)
                 if done.returncode != 0:
                     first = (done.stderr.strip().splitlines() or ["no message"])[0]
@@ -101,6 +106,8 @@ def _build(source: bytes) -> tuple[ctypes.CDLL | None, str]:
     kernel.gdyn_fill_holes.argtypes = [pointer, size, size, size, pointer, size, pointer, pointer, pointer, pointer,
                                        size, size, pointer, size, size, pointer]
     kernel.gdyn_fill_holes.restype = None
+    kernel.gdyn_exr_rle_chunks.argtypes = [pointer, pointer, size, size, pointer, pointer, pointer]
+    kernel.gdyn_exr_rle_chunks.restype = size
 
     return kernel, f"native kernel ({Path(compiler).name}, {library})"
 
@@ -112,8 +119,8 @@ def kernel() -> ctypes.CDLL | None:
             if os.environ.get("GDYN_NATIVE", "1") == "0":
                 _state.update(kernel=None, status="portable (native kernel turned off by GDYN_NATIVE=0)")
             else:
-                source = resources.files("gdyn_backend.render").joinpath(SOURCE).read_bytes()
-                library, line = _build(source)
+                folder = resources.files("gdyn_backend.render")
+                library, line = _build({name: folder.joinpath(name).read_bytes() for name in SOURCES})
                 _state.update(kernel=library, status=line)
         return _state["kernel"]
 
