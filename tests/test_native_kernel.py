@@ -7,6 +7,8 @@ path), but not for CI: with CI set in the environment, a kernel that does not bu
 
 import os
 import shutil
+import threading
+import time
 
 import numpy as np
 import pytest
@@ -161,6 +163,35 @@ def test_training_still_differentiates_through_the_torch_path():
     out = render_batch(src, flow, torch.rand(1, 1, 32, 40, generator=g) * 5, 5.0, 10.0)
     out.sum().backward()
     assert float(src.grad.abs().sum()) > 0
+
+
+def test_run_parallel_runs_every_call_once_on_at_most_the_threads_given():
+    """More calls than threads: each runs once, results come back in order, no more than
+    `threads` run at a time (this thread is one of them), and a failing call's error is raised
+    after the others have finished."""
+    active, most, lock = [0], [0], threading.Lock()
+
+    def call(i: int):
+        with lock:
+            active[0] += 1
+            most[0] = max(most[0], active[0])
+        time.sleep(0.002)
+        with lock:
+            active[0] -= 1
+        return i * i
+
+    for threads in (2, 3):
+        most[0] = 0
+        assert native.run_parallel([lambda i=i: call(i) for i in range(9)], threads) == [i * i for i in range(9)]
+        assert 2 <= most[0] <= threads  # in parallel, never more than asked
+    finished = []
+
+    def failing():
+        raise ValueError("bad strip")
+
+    with pytest.raises(ValueError, match="bad strip"):
+        native.run_parallel([failing, *[lambda i=i: finished.append(call(i)) for i in range(4)]], 2)
+    assert sorted(finished) == [0, 1, 4, 9] and active[0] == 0
 
 
 def test_kernel_is_built_once_then_loaded_from_the_cache(fresh_kernel_state):

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import ctypes
 import hashlib
+import itertools
 import os
 import platform
 import shutil
@@ -132,17 +133,30 @@ def status() -> str:
 
 
 def run_parallel(calls: list, threads: int) -> list:
-    """Run `calls` (no-argument functions that call into the kernel) on up to `threads` threads of
-    one process-wide pool (ctypes releases the GIL); their results in order."""
+    """Run `calls` (no-argument functions that call into the kernel) on up to `threads` threads: this
+    one and helpers of one process-wide pool (ctypes releases the GIL), each taking the next call
+    not yet taken; their results in order. Working here too saves a hand-off: 5 % of a 512x288 frame."""
     if threads <= 1 or len(calls) <= 1:
         return [call() for call in calls]
     with _lock:
         pool = _state.get("pool")
-        if pool is None or pool._max_workers < threads:
+        if pool is None or pool._max_workers < threads - 1:
             from concurrent.futures import ThreadPoolExecutor
 
-            pool = _state["pool"] = ThreadPoolExecutor(threads, thread_name_prefix="gdyn-native")
-    return [future.result() for future in [pool.submit(call) for call in calls]]
+            pool = _state["pool"] = ThreadPoolExecutor(threads - 1, thread_name_prefix="gdyn-native")
+    results, taken = [None] * len(calls), itertools.count()  # next() on a count is atomic under the GIL
+
+    def work() -> None:
+        while (index := next(taken)) < len(calls):
+            results[index] = calls[index]()
+
+    helpers = [pool.submit(work) for _ in range(min(threads, len(calls)) - 1)]
+    try:
+        work()
+    finally:
+        for helper in helpers:
+            helper.result()
+    return results
 
 
 def reset() -> None:
