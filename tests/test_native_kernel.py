@@ -167,8 +167,8 @@ def test_training_still_differentiates_through_the_torch_path():
 
 def test_run_parallel_runs_every_call_once_on_at_most_the_threads_given():
     """More calls than threads: each runs once, results come back in order, no more than
-    `threads` run at a time (this thread is one of them), and a failing call's error is raised
-    after the others have finished."""
+    `threads` run at a time (this thread is one of them); a failing call's error is raised, and
+    no call runs on after that."""
     active, most, lock = [0], [0], threading.Lock()
 
     def call(i: int):
@@ -189,9 +189,14 @@ def test_run_parallel_runs_every_call_once_on_at_most_the_threads_given():
     def failing():
         raise ValueError("bad strip")
 
-    with pytest.raises(ValueError, match="bad strip"):
-        native.run_parallel([failing, *[lambda i=i: finished.append(call(i)) for i in range(4)]], 2)
-    assert sorted(finished) == [0, 1, 4, 9] and active[0] == 0
+    for at in (0, 2):  # on this thread, and (likely) on a helper
+        calls = [lambda i=i: finished.append(call(i)) for i in range(6)]
+        calls.insert(at, failing)
+        with pytest.raises(ValueError, match="bad strip"):
+            native.run_parallel(calls, 2)
+        done = len(finished)
+        time.sleep(0.05)
+        assert active[0] == 0 and len(finished) == done
 
 
 def test_kernel_is_built_once_then_loaded_from_the_cache(fresh_kernel_state):

@@ -153,9 +153,10 @@ def run_parallel(calls: list, threads: int) -> list:
     helpers = [pool.submit(work) for _ in range(min(threads, len(calls)) - 1)]
     try:
         work()
-    finally:
+    finally:  # nothing runs on after this returns or raises: a helper not started yet never will
         for helper in helpers:
-            helper.result()
+            if not helper.cancel():
+                helper.result()
     return results
 
 
