@@ -100,7 +100,7 @@ class ResourceEstimate:
         pixels = width * height
         memory = MEMORY_BASE + pixels * (MEMORY_PER_PIXEL + (MEMORY_PER_ALPHA_PIXEL if channels == 4 else 0))
         png = pixels * channels * bit_depth // 8 // 2  # 8-bit photos compress about 2x and more at level 1
-        exr = pixels * 8 + 4096  # float R and G barely compress; the zero B channel does
+        exr = pixels * 8 + 4096  # float R and G barely compress (OpenCV's zero B channel does)
         return cls(int(memory), int(frames) * (png + exr))
 
 

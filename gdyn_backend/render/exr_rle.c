@@ -4,7 +4,7 @@
  * and called by gdyn_backend/io.py `write_displacement_exr`, which writes the
  * header and the chunk offset table around these chunks. OpenCV's EXR writer
  * (the portable path) takes 0.48 s of one core for a 3840x2160 map and only
- * writes 1, 3 or 4 channels; this writes the two channels in 0.1 s.
+ * writes 1, 3 or 4 channels; this codes the two channels in 0.1 s (0.13 s with the file).
  *
  * The file has two float32 channels in OpenEXR's alphabetical order, G (= y)
  * then R (= x), and one scanline per chunk (RLE_COMPRESSION). A chunk is

@@ -10,8 +10,8 @@ keyed by the source, the compiler and the machine, and loads it with ctypes;
 later processes load the cached library. Where no compiler works (most
 Windows machines, a Mac without the command-line tools), `kernel()` returns
 None and the renderer runs on the portable path (scipy.sparse and torch): the
-same frames, 2-3x slower (README, "Performance"); the maps are then written by
-OpenCV (three channels, B = 0, 5x slower). `GDYN_NATIVE=0` turns the
+same frames, 2-5x slower (README, "Performance"); the maps are then written by
+OpenCV (three channels, B = 0, 4x slower). `GDYN_NATIVE=0` turns the
 kernel off; `status()` says which path runs (`gdyn info`, `gdyn bench`).
 """
 
